@@ -1,0 +1,1232 @@
+"""Stream chat completions from LLM APIs as plain Python generators.
+
+    import llmstreamer as ls
+
+    for text in ls.openai.stream_chat("Tell me a joke", model="gpt-4o-mini"):
+        print(text, end="", flush=True)
+
+OpenAI (and every OpenAI-compatible server: vLLM, llama.cpp, Ollama, Groq,
+OpenRouter, ...), Anthropic and Google Gemini, through one small API:
+``stream_chat`` (text deltas), ``stream_events`` (typed events), ``chat``
+(the whole ``Completion``) and Go-style callbacks.
+
+Single file: copy it into your project. Needs ``requests`` and
+``sseclient-py``. MIT licence.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "Anthropic",
+    "AuthenticationError",
+    "BadRequestError",
+    "Completion",
+    "Event",
+    "Gemini",
+    "IncompleteStreamError",
+    "LLMStreamerError",
+    "NotFoundError",
+    "OpenAI",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ServerError",
+    "ToolCall",
+    "Usage",
+    "anthropic",
+    "chat",
+    "gemini",
+    "openai",
+    "stream_chat",
+    "stream_events",
+    "stream_with_callbacks",
+]
+
+import email.utils
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Generator,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+    Union,
+)
+from urllib.parse import urlsplit
+
+import requests
+import sseclient
+import urllib3.exceptions as u3
+
+log = logging.getLogger("llmstreamer")
+
+Messages = Union[str, Sequence[Mapping[str, Any]]]
+Timeout = Union[float, Tuple[float, float]]
+
+DEFAULT_TIMEOUT = (10.0, 300.0)  # (connect, read) seconds
+MAX_EVENT_BYTES = 16 * 1024 * 1024  # one SSE event larger than this is an error
+_READ_SIZE = 65536
+
+
+# ---------------------------------------------------------------- errors ---
+
+
+class LLMStreamerError(Exception):
+    """Root of every error llmstreamer raises.
+
+    ``partial`` is a ``Completion`` with everything received before the
+    error (``None`` only when no request was sent).
+    """
+
+    def __init__(self, message: str, *, partial: Optional[Completion] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.partial = partial
+
+
+class APIError(LLMStreamerError):
+    """The server answered with an error (HTTP status or an in-stream error)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: Optional[int] = None,
+        body: Any = None,
+        provider: Optional[str] = None,
+        request_id: Optional[str] = None,
+        retry_after: Optional[float] = None,
+        partial: Optional[Completion] = None,
+    ) -> None:
+        super().__init__(message, partial=partial)
+        self.status = status
+        self.body = body
+        self.provider = provider
+        self.request_id = request_id
+        self.retry_after = retry_after
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status!r}, message={self.message!r})"
+
+
+class BadRequestError(APIError):
+    """400, 413, 422: the request itself is wrong; fix it, do not retry."""
+
+
+class AuthenticationError(APIError):
+    """401, or no API key configured: check the key."""
+
+
+class PermissionDeniedError(APIError):
+    """403: the key may not use this model or endpoint."""
+
+
+class NotFoundError(APIError):
+    """404: wrong model name or base URL."""
+
+
+class RateLimitError(APIError):
+    """429 or an in-stream rate-limit error: wait ``retry_after`` seconds."""
+
+
+class ServerError(APIError):
+    """5xx, 529 or an in-stream overloaded/server error."""
+
+
+class APIConnectionError(LLMStreamerError, ConnectionError):
+    """Could not connect, or the connection broke."""
+
+
+class APITimeoutError(APIConnectionError, TimeoutError):
+    """Connect, read or stall timeout."""
+
+
+class IncompleteStreamError(LLMStreamerError):
+    """The stream ended before its protocol's terminal event."""
+
+
+_STATUS_ERRORS: Dict[int, Type[APIError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    413: BadRequestError,
+    422: BadRequestError,
+    429: RateLimitError,
+}
+
+# In-stream error types (OpenAI "type"/"code", Anthropic error.type, Gemini
+# status) mapped to the HTTP status they stand for.
+_ERROR_TYPE_STATUS = {
+    "invalid_request_error": 400,
+    "badrequesterror": 400,
+    "invalid_argument": 400,
+    "failed_precondition": 400,
+    "authentication_error": 401,
+    "unauthenticated": 401,
+    "permission_error": 403,
+    "permission_denied": 403,
+    "not_found_error": 404,
+    "not_found": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
+    "resource_exhausted": 429,
+    "insufficient_quota": 429,
+    "api_error": 500,
+    "server_error": 500,
+    "internal": 500,
+    "internal_server_error": 500,
+    "unavailable": 503,
+    "deadline_exceeded": 504,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+_HINTS = {
+    401: "check the API key",
+    403: "the key may not have access to this model",
+    404: "check the model name and base_url",
+    429: "slow down, or wait for retry_after seconds",
+}
+
+
+def _error_class(status: Optional[int]) -> Type[APIError]:
+    if status is None:
+        return APIError
+    if status in _STATUS_ERRORS:
+        return _STATUS_ERRORS[status]
+    return ServerError if status >= 500 else APIError
+
+
+def _error_message(body: Any) -> Optional[str]:
+    """Find the human message in any of the error bodies servers send."""
+    if isinstance(body, list) and body:  # Gemini wraps errors in a list
+        body = body[0]
+    if isinstance(body, str):
+        return body
+    if not isinstance(body, dict):
+        return None
+    err = body.get("error", body)
+    if isinstance(err, str):  # Ollama: {"error": "model not found"}
+        return err
+    if isinstance(err, dict):
+        for key in ("message", "detail", "msg"):
+            if isinstance(err.get(key), str):
+                return str(err[key])
+    detail = body.get("detail")  # FastAPI-style servers
+    return detail if isinstance(detail, str) else None
+
+
+def _stream_error(body: Dict[str, Any], provider: str) -> APIError:
+    """Turn an error object that arrived inside a 200 stream into its class."""
+    err = body.get("error", body)
+    if not isinstance(err, dict):
+        err = {"message": str(err)}
+    status: Optional[int] = None
+    code = err.get("code")
+    if isinstance(code, int) and 400 <= code < 600:
+        status = code
+    else:
+        for word in (err.get("type"), err.get("status"), code):
+            if isinstance(word, str) and word.lower() in _ERROR_TYPE_STATUS:
+                status = _ERROR_TYPE_STATUS[word.lower()]
+                break
+    kind = err.get("type") or err.get("status") or "error"
+    message = _error_message(body) or json.dumps(body)[:500]
+    cls = _error_class(status)
+    return cls(f"{provider} stream error ({kind}): {message}", status=status,
+               body=body, provider=provider)
+
+
+# ------------------------------------------------------------ data types ---
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts as the provider reported them."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    reasoning_tokens: int = 0
+    cached_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One function call the model asked for; ``arguments`` is raw JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+    @property
+    def args(self) -> Dict[str, Any]:
+        """The arguments parsed; ValueError if they are not a JSON object."""
+        if not self.arguments.strip():
+            return {}
+        try:
+            value = json.loads(self.arguments)
+        except ValueError as exc:
+            raise ValueError(
+                f"tool call {self.name!r} ({self.id}) has arguments that are not "
+                f"valid JSON (cut off by max_tokens?): {self.arguments[:200]!r}"
+            ) from exc
+        if not isinstance(value, dict):
+            raise ValueError(
+                f"tool call {self.name!r} ({self.id}) arguments are JSON but not "
+                f"an object: {self.arguments[:200]!r}"
+            )
+        return value
+
+
+@dataclass(frozen=True)
+class Event:
+    """One streamed delta.
+
+    ``type`` is ``text`` | ``reasoning`` | ``tool_call`` | ``usage`` | ``done``.
+    """
+
+    type: str
+    text: str = ""
+    index: int = 0
+    id: Optional[str] = None
+    name: Optional[str] = None
+    arguments: str = ""
+    usage: Optional[Usage] = None
+    completion: Optional[Completion] = None
+    raw: Any = None
+
+
+@dataclass
+class Completion:
+    """The result of one streamed request; ``str(completion)`` is its text."""
+
+    text: str = ""
+    reasoning: str = ""
+    tool_calls: List[ToolCall] = field(default_factory=list)
+    finish_reason: Optional[str] = None
+    stop_reason: Optional[str] = None
+    usage: Optional[Usage] = None
+    refusal: Optional[str] = None
+    block_reason: Optional[str] = None
+    signatures: List[Dict[str, Any]] = field(default_factory=list)
+    citations: List[Dict[str, Any]] = field(default_factory=list)
+    model: Optional[str] = None
+    id: Optional[str] = None
+    provider: Optional[str] = None
+    ttft: Optional[float] = None
+    elapsed: float = 0.0
+    retries: int = 0
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def message(self) -> Dict[str, Any]:
+        """This turn as an OpenAI-style assistant message, to continue the chat."""
+        msg: Dict[str, Any] = {"role": "assistant", "content": self.text or None}
+        if self.tool_calls:
+            msg["tool_calls"] = [
+                {"id": c.id, "type": "function",
+                 "function": {"name": c.name, "arguments": c.arguments}}
+                for c in self.tool_calls
+            ]
+        if self.reasoning:
+            msg["reasoning"] = self.reasoning
+        if self.signatures:
+            msg["signatures"] = list(self.signatures)
+        return msg
+
+
+class _Call:
+    """A tool call being assembled from fragments."""
+
+    __slots__ = ("id", "name", "parts")
+
+    def __init__(self, id: str, name: str) -> None:
+        self.id = id
+        self.name = name
+        self.parts: List[str] = []
+
+
+class _State:
+    """Everything one stream has received so far; becomes the Completion."""
+
+    def __init__(self, provider: str, model: Optional[str]) -> None:
+        self.provider = provider
+        self.model = model
+        self.id: Optional[str] = None
+        self.text: List[str] = []
+        self.reasoning: List[str] = []
+        self.refusal: List[str] = []
+        self.calls: Dict[int, _Call] = {}
+        self.finish_reason: Optional[str] = None
+        self.stop_reason: Optional[str] = None
+        self.usage: Optional[Usage] = None
+        self.block_reason: Optional[str] = None
+        self.signatures: List[Dict[str, Any]] = []
+        self.citations: List[Dict[str, Any]] = []
+        self.done = False  # the protocol's terminal signal arrived
+        self.started = False  # a content delta reached the caller
+        self.ttft: Optional[float] = None
+        self.retries = 0
+        self.t0 = time.monotonic()
+
+    def call(self, index: int, id: Optional[str], name: Optional[str]) -> _Call:
+        c = self.calls.get(index)
+        if c is None:
+            c = self.calls[index] = _Call(id or "", name or "")
+        else:  # servers that repeat id/name on every fragment: keep the first
+            c.id = c.id or id or ""
+            c.name = c.name or name or ""
+        return c
+
+    def completion(self) -> Completion:
+        return Completion(
+            text="".join(self.text),
+            reasoning="".join(self.reasoning),
+            tool_calls=[ToolCall(c.id, c.name, "".join(c.parts))
+                        for _, c in sorted(self.calls.items())],
+            finish_reason=self.finish_reason,
+            stop_reason=self.stop_reason,
+            usage=self.usage,
+            refusal="".join(self.refusal) or None,
+            block_reason=self.block_reason,
+            signatures=list(self.signatures),
+            citations=list(self.citations),
+            model=self.model,
+            id=self.id,
+            provider=self.provider,
+            ttft=self.ttft,
+            elapsed=time.monotonic() - self.t0,
+            retries=self.retries,
+        )
+
+
+# ------------------------------------------------------------------- SSE ---
+
+
+class _StreamTooLarge(Exception):
+    pass
+
+
+class _SSEDecoder:
+    """Incremental text/event-stream parser (WHATWG HTML, 9.2.6): bytes in,
+    complete ``sseclient.Event`` objects out.
+
+    sseclient-py's own ``SSEClient`` is not used for parsing because, as of
+    1.9.0, it (1) misses event ends written with mixed line endings
+    (``\\n\\r\\n``, ``\\r\\n\\n``, ``\\r\\r\\n``), (2) dispatches an unterminated
+    trailing event at EOF, which the spec forbids, (3) rebuilds the pending
+    event with ``data += line``, quadratic for large events arriving in many
+    reads, and (4) raises on invalid UTF-8 where the spec decodes with
+    U+FFFD. Its ``Event`` type is what we hand out.
+    """
+
+    def __init__(self, max_size: int = MAX_EVENT_BYTES) -> None:
+        self._max = max_size
+        self._tail: List[bytes] = []  # pieces of a line not yet terminated
+        self._tail_len = 0
+        self._data: List[bytes] = []
+        self._size = 0
+        self._type = b""
+        self._last_id: Optional[str] = None  # persists across events (spec)
+        self._retry: Optional[int] = None
+        self._skip_lf = False  # last read ended in CR: a following LF is its pair
+        self._bom = True
+
+    @property
+    def pending(self) -> bool:
+        """True when bytes of an unfinished event are buffered."""
+        return bool(self._tail or self._data or self._type)
+
+    def feed(self, chunk: bytes) -> List[sseclient.Event]:
+        if self._skip_lf:
+            self._skip_lf = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
+        if b"\n" not in chunk and b"\r" not in chunk:
+            if chunk:
+                self._tail.append(chunk)
+                self._tail_len += len(chunk)
+                if self._tail_len + self._size > self._max:
+                    raise _StreamTooLarge(self._tail_len + self._size)
+            return []
+        if self._tail:
+            self._tail.append(chunk)
+            chunk = b"".join(self._tail)
+            self._tail = []
+            self._tail_len = 0
+        if self._bom:
+            # "One leading U+FEFF BYTE ORDER MARK character must be ignored."
+            self._bom = False
+            if chunk[:3] == b"\xef\xbb\xbf":
+                chunk = chunk[3:]
+        # bytes.splitlines breaks on CR, LF and CRLF only, which are exactly
+        # the SSE line ends; str.splitlines would also break on U+2028 etc.
+        lines = chunk.splitlines()
+        last = chunk[-1:]
+        if last == b"\r":
+            self._skip_lf = True
+        elif last != b"\n":
+            rest = lines.pop()
+            self._tail.append(rest)
+            self._tail_len = len(rest)
+        out: List[sseclient.Event] = []
+        data = self._data
+        for line in lines:
+            if not line:  # a blank line dispatches the event
+                if data:
+                    out.append(self._dispatch(data))
+                    data = self._data = []
+                    self._size = 0
+                self._type = b""
+                continue
+            name, _, value = line.partition(b":")
+            if value[:1] == b" ":
+                value = value[1:]
+            if name == b"data":
+                data.append(value)
+                self._size += len(value)
+                if self._size > self._max:
+                    raise _StreamTooLarge(self._size)
+            elif name == b"event":
+                self._type = value
+            elif name == b"id":
+                if b"\0" not in value:
+                    self._last_id = value.decode("utf-8", "replace")
+            elif name == b"retry":
+                if value.isdigit():
+                    self._retry = int(value)
+            # an empty name is a comment (": keep-alive"); others are ignored
+        return out
+
+    def _dispatch(self, data: List[bytes]) -> sseclient.Event:
+        payload = data[0] if len(data) == 1 else b"\n".join(data)
+        # mypy's bundled stubs describe another package named "sseclient"
+        return sseclient.Event(  # type: ignore[call-arg]
+            id=self._last_id,
+            event=self._type.decode("utf-8", "replace") if self._type else "message",
+            data=payload.decode("utf-8", "replace"),
+            retry=self._retry,
+        )
+
+
+# ------------------------------------------------------------- messages ---
+
+_ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+def _messages(messages: Messages, system: Optional[str]) -> List[Dict[str, Any]]:
+    """Check messages and return them as a list of OpenAI-style dicts."""
+    if isinstance(messages, str):
+        out: List[Dict[str, Any]] = [{"role": "user", "content": messages}]
+    elif isinstance(messages, (list, tuple)):
+        out = []
+        for i, m in enumerate(messages):
+            if not isinstance(m, Mapping):
+                raise TypeError(
+                    f"messages[{i}] is {type(m).__name__}; expected a dict like "
+                    '{"role": "user", "content": "..."}'
+                )
+            role = m.get("role")
+            if role not in _ROLES:
+                raise ValueError(
+                    f"messages[{i}] has role {role!r}; expected one of: {', '.join(_ROLES)}"
+                )
+            if role == "tool" and not m.get("tool_call_id"):
+                raise ValueError(f"messages[{i}] is a tool result without tool_call_id")
+            out.append(dict(m))
+        if not out:
+            raise ValueError("messages is empty; pass a prompt string or a list of messages")
+    else:
+        raise TypeError(
+            f"messages is {type(messages).__name__}; expected a prompt string or "
+            'a list of dicts like [{"role": "user", "content": "..."}]'
+        )
+    if system is not None:
+        out.insert(0, {"role": "system", "content": system})
+    return out
+
+
+def _text_of(content: Any) -> str:
+    """The text of an OpenAI message content (a string or a list of parts)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, Mapping))
+    return str(content)
+
+
+# ------------------------------------------------------------- transport ---
+
+
+@dataclass
+class _Request:
+    url: str
+    headers: Dict[str, str]
+    body: Dict[str, Any]
+    model: str
+
+
+def _retry_after(headers: Mapping[str, str]) -> Optional[float]:
+    """Seconds the server asked us to wait (retry-after-ms, Retry-After)."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:  # an HTTP date
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _request_id(headers: Mapping[str, str]) -> Optional[str]:
+    for name in ("x-request-id", "request-id", "x-goog-request-id", "cf-ray"):
+        if headers.get(name):
+            return headers[name]
+    return None
+
+
+_TAG = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.S | re.I)
+
+
+def _http_error(resp: requests.Response, provider: str, env_key: str) -> APIError:
+    """Build the typed error for a non-2xx response (reads at most 64 KiB)."""
+    raw = resp.raw.read(65536, decode_content=True) or b""
+    text = raw.decode("utf-8", "replace")
+    body: Any = text
+    message: Optional[str] = None
+    try:
+        body = json.loads(text)
+        message = _error_message(body)
+    except ValueError:
+        if "<" in text:  # an HTML page from a proxy or gateway
+            message = " ".join(_TAG.sub(" ", text).split())[:300]
+        else:
+            message = text.strip()[:300]
+    status = resp.status_code
+    hint = _HINTS.get(status, "")
+    if status == 401:
+        hint = f"check the API key (api_key= or {env_key})"
+    detail = message or resp.reason or "no message"
+    text = f"{status} {resp.reason or ''} from {provider}: {detail}".replace("  ", " ")
+    if hint:
+        text += f" ({hint})"
+    cls = _error_class(status)
+    return cls(text, status=status, body=body, provider=provider,
+               request_id=_request_id(resp.headers), retry_after=_retry_after(resp.headers))
+
+
+_RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+def _retryable(exc: LLMStreamerError) -> bool:
+    if isinstance(exc, IncompleteStreamError):
+        return False
+    if isinstance(exc, APIConnectionError):
+        return True
+    return isinstance(exc, APIError) and exc.status in _RETRY_STATUSES
+
+
+def _read_chunks(raw: Any) -> Iterator[bytes]:
+    """Yield body bytes the moment they arrive, already un-gzipped.
+
+    ``read1`` returns what the socket has; ``read(n)``, ``iter_content`` and
+    ``iter_lines`` wait for n bytes, which on a close-delimited body holds an
+    event back until more bytes (or the close) arrive.
+    """
+    read1 = getattr(raw, "read1", None)
+    if read1 is None:
+        raise LLMStreamerError(
+            "llmstreamer needs urllib3 >= 2.3 for streaming; run: pip install -U urllib3"
+        )
+    while True:
+        chunk = read1(_READ_SIZE, decode_content=True)
+        if not chunk:
+            return
+        yield chunk
+
+
+# ------------------------------------------------------------- providers ---
+
+
+class _Provider:
+    """The shared core: request, retries, reading, accumulation, errors."""
+
+    name = ""
+    key_env = ""
+    base_env = ""
+    model_env = ""
+    default_base_url = ""
+    default_model = ""
+    _retry_base = 0.5  # seconds; doubled per retry, with jitter
+    _retry_max_wait = 60.0  # longer Retry-After requests fail at once
+
+    def __init__(
+        self,
+        api_key: Optional[str] = None,
+        *,
+        base_url: Optional[str] = None,
+        model: Optional[str] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        max_retries: int = 2,
+        session: Optional[requests.Session] = None,
+    ) -> None:
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        self.api_key = api_key
+        self.base_url = base_url
+        self.model = model
+        self.headers = dict(headers or {})
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self._session = session
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        key = self._key()
+        masked = f"{key[:3]}...{key[-2:]}" if key and len(key) > 8 else ("***" if key else None)
+        return (f"{type(self).__name__}(base_url={self._base_url()!r}, "
+                f"model={self._model(None)!r}, api_key={masked!r})")
+
+    # settings are read at call time, so the default instances follow the env
+
+    def _key(self) -> Optional[str]:
+        return self.api_key or os.environ.get(self.key_env) or None
+
+    def _base_url(self) -> str:
+        url = self.base_url or (os.environ.get(self.base_env) if self.base_env else None)
+        return (url or self.default_base_url).rstrip("/")
+
+    def _model(self, model: Optional[str]) -> str:
+        return model or self.model or os.environ.get(self.model_env) or self.default_model
+
+    def _require_key(self, base_url: str) -> Optional[str]:
+        key = self._key()
+        if not key and urlsplit(base_url).hostname == urlsplit(self.default_base_url).hostname:
+            raise AuthenticationError(
+                f"no API key for {self.name}: pass api_key= or set {self.key_env}",
+                provider=self.name,
+            )
+        return key
+
+    def _get_session(self) -> requests.Session:
+        with self._lock:
+            if self._session is None:
+                s = requests.Session()
+                # many threads share one provider: keep a connection per thread
+                adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=256)
+                s.mount("https://", adapter)
+                s.mount("http://", adapter)
+                self._session = s
+            return self._session
+
+    # protocol adapters implement these three
+
+    def _build(self, messages: List[Dict[str, Any]], model: str, base_url: str,
+               key: Optional[str], options: Dict[str, Any]) -> _Request:
+        raise NotImplementedError
+
+    def _parse(self, event: sseclient.Event, st: _State) -> Sequence[Event]:
+        raise NotImplementedError
+
+    def _parse_json(self, body: Any, st: _State) -> Sequence[Event]:
+        raise NotImplementedError
+
+    # public API
+
+    def stream_events(self, messages: Messages, model: Optional[str] = None,
+                      **options: Any) -> Iterator[Event]:
+        """Stream every delta as a typed ``Event``; the last one is ``done``.
+
+        Arguments are checked here, before any network I/O: TypeError or
+        ValueError for bad messages, AuthenticationError for a missing key.
+        Errors while streaming are ``LLMStreamerError`` with ``.partial``.
+
+            for ev in ls.openai.stream_events("Hi"):
+                print(ev.type, ev.text)
+        """
+        system = options.pop("system", None)
+        msgs = _messages(messages, system)
+        base_url = self._base_url()
+        key = self._require_key(base_url)
+        req = self._build(msgs, self._model(model), base_url, key, options)
+        return self._stream(req)
+
+    def stream_chat(self, messages: Messages, model: Optional[str] = None,
+                    **options: Any) -> Generator[str, None, Completion]:
+        """Stream the text deltas; the generator returns the ``Completion``.
+
+            for text in ls.openai.stream_chat("Tell me a joke"):
+                print(text, end="", flush=True)
+        """
+        return _texts(self.stream_events(messages, model, **options))
+
+    def chat(self, messages: Messages, model: Optional[str] = None,
+             **options: Any) -> Completion:
+        """Stream the whole answer and return the ``Completion``.
+
+            print(ls.openai.chat("Tell me a joke").text)
+        """
+        completion = None
+        for ev in self.stream_events(messages, model, **options):
+            completion = ev.completion
+        assert completion is not None  # the stream always ends with "done"
+        return completion
+
+    # the core
+
+    def _stream(self, req: _Request) -> Iterator[Event]:
+        session = self._get_session()
+        retries = 0
+        while True:
+            st = _State(self.name, req.model)
+            st.retries = retries
+            try:
+                yield from self._attempt(session, req, st)
+                return
+            except LLMStreamerError as exc:
+                exc.partial = st.completion()
+                wait = self._retry_wait(exc, st)
+                if wait is None:
+                    raise
+                retries += 1
+                log.info("%s: retry %d/%d in %.2fs after: %s", self.name,
+                         retries, self.max_retries, wait, exc)
+                time.sleep(wait)
+
+    def _retry_wait(self, exc: LLMStreamerError, st: _State) -> Optional[float]:
+        """Seconds to wait before retrying, or None to raise ``exc`` now."""
+        if st.started or st.retries >= self.max_retries or not _retryable(exc):
+            return None  # never retry once output was shown: no duplicates
+        wait = exc.retry_after if isinstance(exc, APIError) else None
+        if wait is None:
+            return float(self._retry_base * 2 ** st.retries * (0.5 + random.random() / 2))
+        return wait if wait <= self._retry_max_wait else None
+
+    def _attempt(self, session: requests.Session, req: _Request, st: _State) -> Iterator[Event]:
+        log.debug("%s: POST %s model=%s", self.name, req.url, req.model)
+        try:
+            resp = session.post(req.url, headers=req.headers, json=req.body, stream=True,
+                                timeout=self.timeout, allow_redirects=False)
+        except requests.Timeout as exc:
+            raise APITimeoutError(f"timed out connecting to {req.url}: {exc}") from None
+        except requests.RequestException as exc:
+            raise APIConnectionError(f"could not connect to {req.url}: {exc}") from None
+        try:
+            yield from self._read(resp, req, st)
+        finally:
+            resp.close()
+
+    def _read(self, resp: requests.Response, req: _Request, st: _State) -> Iterator[Event]:
+        if resp.status_code >= 300:
+            if 300 <= resp.status_code < 400:
+                where = resp.headers.get("location", "?")
+                raise APIError(
+                    f"{resp.status_code} redirect from {self.name} to {where} not followed "
+                    "(credentials stay on the configured host); set base_url to the "
+                    "final URL", status=resp.status_code, provider=self.name,
+                    request_id=_request_id(resp.headers))
+            raise _http_error(resp, self.name, self.key_env)
+        ctype = resp.headers.get("content-type", "").lower()
+        try:
+            if ctype.startswith("application/json"):
+                events = self._parse_json(self._json_body(resp), st)
+                st.done = True
+            elif ctype.startswith("text/html"):
+                raise APIError(
+                    f"expected Content-Type text/event-stream from {self.name}, got "
+                    f"{ctype!r}: is base_url {req.url!r} right?",
+                    status=resp.status_code, provider=self.name,
+                    request_id=_request_id(resp.headers))
+            else:
+                events = ()
+            for ev in events:
+                yield self._deliver(ev, st)
+            if not st.done:
+                yield from self._read_sse(resp, st)
+        except LLMStreamerError:
+            raise
+        except Exception as exc:
+            err = self._wire_error(exc)
+            if err is None:
+                raise
+            raise err from exc
+        yield Event("done", completion=st.completion())
+
+    def _read_sse(self, resp: requests.Response, st: _State) -> Iterator[Event]:
+        decoder = _SSEDecoder()
+        parse = self._parse
+        for chunk in _read_chunks(resp.raw):
+            for sse in decoder.feed(chunk):
+                for ev in parse(sse, st):
+                    yield self._deliver(ev, st)
+                if st.done:
+                    return
+        if not st.done:
+            where = "in the middle of an event" if decoder.pending else "between events"
+            raise IncompleteStreamError(
+                f"{self.name} stream ended {where} before its final event; "
+                "the answer is cut off (see .partial)")
+
+    def _deliver(self, ev: Event, st: _State) -> Event:
+        """Record one event in the state; called for every event, in order."""
+        kind = ev.type
+        if kind == "text":
+            st.text.append(ev.text)
+        elif kind == "reasoning":
+            st.reasoning.append(ev.text)
+        elif kind == "tool_call":
+            st.call(ev.index, ev.id, ev.name).parts.append(ev.arguments)
+        elif kind == "usage":
+            st.usage = ev.usage
+            return ev
+        else:
+            return ev
+        if not st.started:
+            st.started = True
+            st.ttft = time.monotonic() - st.t0
+        return ev
+
+    def _json_body(self, resp: requests.Response) -> Any:
+        raw = resp.raw.read(MAX_EVENT_BYTES + 1, decode_content=True) or b""
+        if len(raw) > MAX_EVENT_BYTES:
+            raise _StreamTooLarge(len(raw))
+        return json.loads(raw.decode("utf-8", "replace"))
+
+    def _broken(self, exc: Exception) -> LLMStreamerError:
+        text = str(exc)
+        if "IncompleteRead" in text or "prematurely" in text or "InvalidChunkLength" in text:
+            return IncompleteStreamError(
+                f"{self.name} connection closed in the middle of the response "
+                f"({text[:200]}); the answer is cut off (see .partial)")
+        return APIConnectionError(f"connection to {self.name} broke: {text[:200]}")
+
+    def _wire_error(self, exc: Exception) -> Optional[LLMStreamerError]:
+        """Translate the low-level exceptions reading can raise, or None."""
+        if isinstance(exc, u3.ReadTimeoutError):
+            return APITimeoutError(f"{self.name} sent nothing for the read timeout "
+                                   f"({self.timeout}s)")
+        if isinstance(exc, u3.ProtocolError):
+            return self._broken(exc)
+        if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+            return self._broken(exc)
+        if isinstance(exc, (requests.RequestException, u3.HTTPError, OSError)):
+            return APIConnectionError(f"connection to {self.name} failed: {exc}")
+        if isinstance(exc, _StreamTooLarge):
+            return APIError(f"{self.name} sent an event of {exc.args[0]} bytes, over the "
+                            f"{MAX_EVENT_BYTES}-byte limit", provider=self.name)
+        if isinstance(exc, ValueError):  # JSONDecodeError and friends
+            return APIError(f"malformed data from {self.name}: {exc}", provider=self.name)
+        if isinstance(exc, (KeyError, TypeError, AttributeError, IndexError)):
+            # valid JSON of a shape the protocol does not allow
+            return APIError(f"unexpected data from {self.name}: {exc!r}", provider=self.name)
+        return None
+
+
+def _texts(events: Iterator[Event]) -> Generator[str, None, Completion]:
+    try:
+        for ev in events:
+            if ev.type == "text":
+                yield ev.text
+            elif ev.type == "done":
+                assert ev.completion is not None
+                return ev.completion
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
+    raise IncompleteStreamError("stream ended without a done event")
+
+
+def _json(data: str, provider: str) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise APIError(f"malformed data from {provider}: expected JSON, got "
+                       f"{data[:200]!r}", provider=provider) from None
+
+
+# ---------------------------------------------------------------- OpenAI ---
+
+_OPENAI_FINISH = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+    "eos": "stop",  # some compatible servers
+    "eos_token": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "error": "error",
+}
+
+
+class OpenAI(_Provider):
+    """OpenAI Chat Completions, and every server that speaks it (``base_url``).
+
+        local = ls.OpenAI(base_url="http://127.0.0.1:8080/v1")
+        print(local.chat("Hi").text)
+    """
+
+    name = "openai"
+    key_env = "OPENAI_API_KEY"
+    base_env = "OPENAI_BASE_URL"
+    model_env = "OPENAI_MODEL"
+    default_base_url = "https://api.openai.com/v1"
+    default_model = "gpt-4o-mini"
+
+    def _build(self, messages: List[Dict[str, Any]], model: str, base_url: str,
+               key: Optional[str], options: Dict[str, Any]) -> _Request:
+        include_usage = options.pop("include_usage", True)
+        body: Dict[str, Any] = {"model": model, "messages": messages, "stream": True}
+        if include_usage:
+            body["stream_options"] = {"include_usage": True}
+        if "max_tokens" in options and urlsplit(base_url).hostname == "api.openai.com":
+            # OpenAI's reasoning models reject max_tokens; every model accepts
+            # max_completion_tokens there. Compatible servers know max_tokens.
+            options["max_completion_tokens"] = options.pop("max_tokens")
+        body.update({k: v for k, v in options.items() if v is not None})
+        headers = {"Accept": "text/event-stream", **self.headers}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return _Request(f"{base_url}/chat/completions", headers, body, model)
+
+    def _parse(self, event: sseclient.Event, st: _State) -> Sequence[Event]:
+        data = event.data
+        if data == "[DONE]":
+            st.done = True
+            return ()
+        obj = _json(data, self.name)
+        if not isinstance(obj, dict):
+            raise APIError(f"malformed data from openai: expected a JSON object, got "
+                           f"{data[:200]!r}", provider=self.name)
+        return self._chunk(obj, obj, st, "delta")
+
+    def _parse_json(self, body: Any, st: _State) -> Sequence[Event]:
+        if not isinstance(body, dict):
+            raise APIError(f"unexpected JSON from openai: {str(body)[:200]}",
+                           provider=self.name)
+        return self._chunk(body, body, st, "message")
+
+    def _chunk(self, obj: Dict[str, Any], raw: Any, st: _State, key: str) -> List[Event]:
+        if "error" in obj or obj.get("object") == "error":
+            raise _stream_error(obj, self.name)
+        if st.id is None:
+            st.id = obj.get("id")
+        if obj.get("model"):
+            st.model = obj["model"]
+        events: List[Event] = []
+        for choice in obj.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue  # with n > 1 the Completion is choice 0
+            delta = choice.get(key) or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning:
+                events.append(Event("reasoning", text=reasoning, raw=raw))
+            content = delta.get("content")
+            if content:
+                events.append(Event("text", text=_text_of(content), raw=raw))
+            if delta.get("refusal"):
+                st.refusal.append(delta["refusal"])
+            for tc in delta.get("tool_calls") or ():
+                events.append(self._tool_fragment(tc, st, raw))
+            reason = choice.get("finish_reason")
+            if reason:
+                st.stop_reason = reason
+                st.finish_reason = _OPENAI_FINISH.get(reason, "other")
+                st.done = st.done or key == "message"
+        usage = obj.get("usage")
+        if usage:
+            events.append(Event("usage", usage=_openai_usage(usage), raw=raw))
+        return events
+
+    @staticmethod
+    def _tool_fragment(tc: Dict[str, Any], st: _State, raw: Any) -> Event:
+        fn = tc.get("function") or {}
+        id, name = tc.get("id"), fn.get("name")
+        index = tc.get("index")
+        if not isinstance(index, int):
+            # Some compatible servers leave out "index": a new id starts a
+            # new call, anything else continues the latest one.
+            index = next((i for i, c in st.calls.items() if id and c.id == id), None)
+            if index is None:
+                index = len(st.calls) if id or not st.calls else max(st.calls)
+        return Event("tool_call", index=index, id=id, name=name,
+                     arguments=fn.get("arguments") or "", raw=raw)
+
+
+def _openai_usage(u: Dict[str, Any]) -> Usage:
+    prompt = u.get("prompt_tokens") or 0
+    completion = u.get("completion_tokens") or 0
+    details = u.get("completion_tokens_details") or {}
+    cached = u.get("prompt_tokens_details") or {}
+    return Usage(
+        input_tokens=prompt,
+        output_tokens=completion,
+        total_tokens=u.get("total_tokens") or prompt + completion,
+        reasoning_tokens=details.get("reasoning_tokens") or 0,
+        cached_tokens=cached.get("cached_tokens") or 0,
+    )
+
+
+# ------------------------------------------------- Anthropic and Gemini ---
+
+
+class Anthropic(_Provider):
+    """Anthropic Messages API."""
+
+    name = "anthropic"
+    key_env = "ANTHROPIC_API_KEY"
+    base_env = "ANTHROPIC_BASE_URL"
+    model_env = "ANTHROPIC_MODEL"
+    default_base_url = "https://api.anthropic.com"
+    default_model = "claude-sonnet-4-5"
+
+    def _build(self, messages: List[Dict[str, Any]], model: str, base_url: str,
+               key: Optional[str], options: Dict[str, Any]) -> _Request:
+        raise NotImplementedError("the Anthropic provider is not implemented yet")
+
+
+class Gemini(_Provider):
+    """Google Gemini ``streamGenerateContent``."""
+
+    name = "gemini"
+    key_env = "GEMINI_API_KEY"
+    model_env = "GEMINI_MODEL"
+    default_base_url = "https://generativelanguage.googleapis.com/v1beta"
+    default_model = "gemini-2.5-flash"
+
+    def _build(self, messages: List[Dict[str, Any]], model: str, base_url: str,
+               key: Optional[str], options: Dict[str, Any]) -> _Request:
+        raise NotImplementedError("the Gemini provider is not implemented yet")
+
+
+# ------------------------------------------------------------ public API ---
+
+openai = OpenAI()
+anthropic = Anthropic()
+gemini = Gemini()
+
+_PROVIDERS: Dict[str, _Provider] = {"openai": openai, "anthropic": anthropic, "gemini": gemini}
+
+
+def _provider(name: Optional[str]) -> _Provider:
+    name = name or os.environ.get("LLM_PROVIDER") or "openai"
+    try:
+        return _PROVIDERS[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown provider {name!r}; expected one of: "
+                         f"{', '.join(sorted(_PROVIDERS))}") from None
+
+
+def stream_chat(messages: Messages, model: Optional[str] = None, *,
+                provider: Optional[str] = None,
+                **options: Any) -> Generator[str, None, Completion]:
+    """Stream text deltas from ``provider`` (default: $LLM_PROVIDER or openai).
+
+        for text in ls.stream_chat("Hi", provider="anthropic"):
+            print(text, end="")
+    """
+    return _provider(provider).stream_chat(messages, model, **options)
+
+
+def stream_events(messages: Messages, model: Optional[str] = None, *,
+                  provider: Optional[str] = None, **options: Any) -> Iterator[Event]:
+    """Stream typed events from ``provider``; the last one is ``done``."""
+    return _provider(provider).stream_events(messages, model, **options)
+
+
+def chat(messages: Messages, model: Optional[str] = None, *,
+         provider: Optional[str] = None, **options: Any) -> Completion:
+    """Return the whole ``Completion`` from ``provider``."""
+    return _provider(provider).chat(messages, model, **options)
+
+
+def stream_with_callbacks(
+    events: Iterable[Event],
+    *,
+    on_content: Optional[Callable[[str], Any]] = None,
+    on_reasoning: Optional[Callable[[str], Any]] = None,
+    on_tool_call: Optional[Callable[[Event], Any]] = None,
+    on_finish: Optional[Callable[[Completion], Any]] = None,
+    on_error: Optional[Callable[[Exception], Any]] = None,
+) -> Optional[Completion]:
+    """Drive a ``stream_events`` iterator with Go-style callbacks.
+
+    Exactly one of ``on_finish(completion)`` / ``on_error(exc)`` is called.
+    Without ``on_error`` the error propagates. An exception raised by a
+    callback closes the stream and propagates; it is never swallowed.
+
+        ls.stream_with_callbacks(ls.stream_events("Hi"),
+                                 on_content=print, on_finish=lambda c: None)
+    """
+    completion: Optional[Completion] = None
+    it = iter(events)
+    try:
+        while True:
+            try:
+                ev = next(it)
+            except StopIteration:
+                break
+            except LLMStreamerError as exc:
+                if on_error is None:
+                    raise
+                on_error(exc)
+                return None
+            if ev.type == "text" and on_content is not None:
+                on_content(ev.text)
+            elif ev.type == "reasoning" and on_reasoning is not None:
+                on_reasoning(ev.text)
+            elif ev.type == "tool_call" and on_tool_call is not None:
+                on_tool_call(ev)
+            elif ev.type == "done":
+                completion = ev.completion
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+    if completion is None:
+        missing = IncompleteStreamError("the event stream ended without a done event")
+        if on_error is None:
+            raise missing
+        on_error(missing)
+        return None
+    if on_finish is not None:
+        on_finish(completion)
+    return completion
