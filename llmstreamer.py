@@ -54,6 +54,7 @@ import random
 import re
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import (
     Any,
@@ -386,7 +387,9 @@ class _State:
         self.block_reason: Optional[str] = None
         self.signatures: List[Dict[str, Any]] = []
         self.citations: List[Dict[str, Any]] = []
-        self.done = False  # the protocol's terminal signal arrived
+        self.ended = False  # the protocol's terminal signal arrived: EOF is fine now
+        self.done = False  # nothing more to read: stop without waiting for EOF
+        self.scratch: Dict[Any, Any] = {}  # protocol-specific per-stream state
         self.started = False  # a content delta reached the caller
         self.ttft: Optional[float] = None
         self.retries = 0
@@ -687,7 +690,7 @@ class _Provider:
     """The shared core: request, retries, reading, accumulation, errors."""
 
     name = ""
-    key_env = ""
+    key_envs: Tuple[str, ...] = ()  # tried in order
     base_env = ""
     model_env = ""
     default_base_url = ""
@@ -726,7 +729,9 @@ class _Provider:
     # settings are read at call time, so the default instances follow the env
 
     def _key(self) -> Optional[str]:
-        return self.api_key or os.environ.get(self.key_env) or None
+        if self.api_key:
+            return self.api_key
+        return next((os.environ[e] for e in self.key_envs if os.environ.get(e)), None)
 
     def _base_url(self) -> str:
         url = self.base_url or (os.environ.get(self.base_env) if self.base_env else None)
@@ -739,7 +744,8 @@ class _Provider:
         key = self._key()
         if not key and urlsplit(base_url).hostname == urlsplit(self.default_base_url).hostname:
             raise AuthenticationError(
-                f"no API key for {self.name}: pass api_key= or set {self.key_env}",
+                f"no API key for {self.name}: pass api_key= or set "
+                f"{' or '.join(self.key_envs)}",
                 provider=self.name,
             )
         return key
@@ -861,12 +867,13 @@ class _Provider:
                     "(credentials stay on the configured host); set base_url to the "
                     "final URL", status=resp.status_code, provider=self.name,
                     request_id=_request_id(resp.headers))
-            raise _http_error(resp, self.name, self.key_env)
+            raise _http_error(resp, self.name, self.key_envs[0])
         ctype = resp.headers.get("content-type", "").lower()
         try:
             if ctype.startswith("application/json"):
+                # the server ignored stream=true and sent the whole answer
                 events = self._parse_json(self._json_body(resp), st)
-                st.done = True
+                st.ended = st.done = True
             elif ctype.startswith("text/html"):
                 raise APIError(
                     f"expected Content-Type text/event-stream from {self.name}, got "
@@ -897,7 +904,7 @@ class _Provider:
                     yield self._deliver(ev, st)
                 if st.done:
                     return
-        if not st.done:
+        if not st.ended:
             where = "in the middle of an event" if decoder.pending else "between events"
             raise IncompleteStreamError(
                 f"{self.name} stream ended {where} before its final event; "
@@ -1005,7 +1012,7 @@ class OpenAI(_Provider):
     """
 
     name = "openai"
-    key_env = "OPENAI_API_KEY"
+    key_envs = ("OPENAI_API_KEY",)
     base_env = "OPENAI_BASE_URL"
     model_env = "OPENAI_MODEL"
     default_base_url = "https://api.openai.com/v1"
@@ -1030,7 +1037,7 @@ class OpenAI(_Provider):
     def _parse(self, event: sseclient.Event, st: _State) -> Sequence[Event]:
         data = event.data
         if data == "[DONE]":
-            st.done = True
+            st.ended = st.done = True
             return ()
         obj = _json(data, self.name)
         if not isinstance(obj, dict):
@@ -1070,7 +1077,7 @@ class OpenAI(_Provider):
             if reason:
                 st.stop_reason = reason
                 st.finish_reason = _OPENAI_FINISH.get(reason, "other")
-                st.done = st.done or key == "message"
+                st.ended = True  # usage and [DONE] may follow, but need not
         usage = obj.get("usage")
         if usage:
             events.append(Event("usage", usage=_openai_usage(usage), raw=raw))
@@ -1105,36 +1112,467 @@ def _openai_usage(u: Dict[str, Any]) -> Usage:
     )
 
 
-# ------------------------------------------------- Anthropic and Gemini ---
+# ------------------------------------------------------ translation helpers ---
+
+
+def _merge_turns(turns: List[Dict[str, Any]], key: str) -> List[Dict[str, Any]]:
+    """Join consecutive turns of one role: Anthropic and Gemini want alternation."""
+    out: List[Dict[str, Any]] = []
+    for turn in turns:
+        if not turn[key]:
+            continue
+        if out and out[-1]["role"] == turn["role"]:
+            out[-1][key] = out[-1][key] + turn[key]
+        else:
+            out.append(turn)
+    return out
+
+
+def _data_url(url: str) -> Optional[Tuple[str, str]]:
+    """Split ``data:image/png;base64,XXXX`` into (mime type, base64 data)."""
+    m = re.match(r"data:([\w.+-]+/[\w.+-]+);base64,(.*)\Z", url, re.S)
+    return (m.group(1), m.group(2)) if m else None
+
+
+def _image_url(part: Mapping[str, Any]) -> str:
+    image = part.get("image_url")
+    return str(image.get("url", "") if isinstance(image, Mapping) else image)
+
+
+def _call_args(tc: Mapping[str, Any]) -> Dict[str, Any]:
+    fn = tc.get("function") or {}
+    return ToolCall(tc.get("id", ""), fn.get("name", ""), fn.get("arguments") or "").args
+
+
+def _tool_output(content: Any) -> str:
+    return content if isinstance(content, str) else _text_of(content) or json.dumps(content)
+
+
+def _function_tools(tools: Iterable[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """(name, description, parameters) from OpenAI-style tool schemas."""
+    out = []
+    for tool in tools:
+        fn = tool.get("function", tool)
+        out.append({"name": fn["name"], "description": fn.get("description", ""),
+                    "parameters": fn.get("parameters") or {"type": "object", "properties": {}}})
+    return out
+
+
+def _choice_name(choice: Any) -> Optional[str]:
+    """The function name of an OpenAI tool_choice that forces one function."""
+    if isinstance(choice, Mapping):
+        fn = choice.get("function") or {}
+        return str(fn.get("name") or choice.get("name") or "") or None
+    return None
+
+
+def _stop_list(stop: Any) -> List[str]:
+    return [stop] if isinstance(stop, str) else list(stop)
+
+
+# ------------------------------------------------------------- Anthropic ---
+
+_ANTHROPIC_STOP = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
 
 
 class Anthropic(_Provider):
-    """Anthropic Messages API."""
+    """Anthropic Messages API (``POST /v1/messages``).
+
+        claude = ls.Anthropic()
+        print(claude.chat("Hi", max_tokens=100).text)
+    """
 
     name = "anthropic"
-    key_env = "ANTHROPIC_API_KEY"
+    key_envs = ("ANTHROPIC_API_KEY",)
     base_env = "ANTHROPIC_BASE_URL"
     model_env = "ANTHROPIC_MODEL"
     default_base_url = "https://api.anthropic.com"
     default_model = "claude-sonnet-4-5"
+    default_max_tokens = 4096  # the API requires max_tokens; every model allows this
+    version = "2023-06-01"
 
     def _build(self, messages: List[Dict[str, Any]], model: str, base_url: str,
                key: Optional[str], options: Dict[str, Any]) -> _Request:
-        raise NotImplementedError("the Anthropic provider is not implemented yet")
+        system: List[str] = []
+        turns: List[Dict[str, Any]] = []
+        for m in messages:
+            role = m["role"]
+            if role in ("system", "developer"):
+                system.append(_text_of(m.get("content")))
+            elif role == "tool":
+                turns.append({"role": "user", "content": [{
+                    "type": "tool_result", "tool_use_id": m["tool_call_id"],
+                    "content": _tool_output(m.get("content"))}]})
+            else:
+                # thinking blocks go back first, signed, as the API requires
+                blocks = [dict(b) for b in m.get("signatures") or ()
+                          if b.get("type") in ("thinking", "redacted_thinking")]
+                blocks += self._content(m.get("content"))
+                blocks += [{"type": "tool_use", "id": tc["id"],
+                            "name": tc["function"]["name"], "input": _call_args(tc)}
+                           for tc in m.get("tool_calls") or ()]
+                turns.append({"role": role, "content": blocks})
+        body: Dict[str, Any] = {
+            "model": model,
+            "max_tokens": options.pop("max_tokens", None) or self.default_max_tokens,
+            "messages": _merge_turns(turns, "content"),
+            "stream": True,
+        }
+        if system:
+            body["system"] = "\n\n".join(system)
+        if options.get("stop") is not None:
+            body["stop_sequences"] = _stop_list(options.pop("stop"))
+        if options.get("tools") is not None:
+            body["tools"] = [{"name": t["name"], "description": t["description"],
+                              "input_schema": t["parameters"]}
+                             for t in _function_tools(options.pop("tools"))]
+        if options.get("tool_choice") is not None:
+            choice = options.pop("tool_choice")
+            name = _choice_name(choice)
+            body["tool_choice"] = ({"type": "tool", "name": name} if name else
+                                   {"type": {"required": "any"}.get(choice, choice)})
+        body.update({k: v for k, v in options.items() if v is not None})
+        headers = {"Accept": "text/event-stream", "anthropic-version": self.version,
+                   **self.headers}
+        if key:
+            headers["x-api-key"] = key
+        root = base_url[:-3] if base_url.endswith("/v1") else base_url
+        return _Request(f"{root}/v1/messages", headers, body, model)
+
+    @staticmethod
+    def _content(content: Any) -> List[Dict[str, Any]]:
+        if content is None or content == "":
+            return []
+        if isinstance(content, str):
+            return [{"type": "text", "text": content}]
+        blocks: List[Dict[str, Any]] = []
+        for part in content:
+            if part.get("type") == "image_url":
+                url = _image_url(part)
+                data = _data_url(url)
+                source = ({"type": "base64", "media_type": data[0], "data": data[1]}
+                          if data else {"type": "url", "url": url})
+                blocks.append({"type": "image", "source": source})
+            else:  # text parts have the same shape; native blocks pass through
+                blocks.append(dict(part))
+        return blocks
+
+    def _parse(self, event: sseclient.Event, st: _State) -> Sequence[Event]:
+        obj = _json(event.data, self.name)
+        if not isinstance(obj, dict):
+            raise APIError(f"malformed data from anthropic: expected a JSON object, got "
+                           f"{event.data[:200]!r}", provider=self.name)
+        # the JSON "type" is authoritative: some proxies drop the event: lines
+        kind = obj.get("type") or event.event
+        if kind == "content_block_delta":
+            return self._delta(obj, st)
+        if kind == "content_block_start":
+            return self._block_start(obj, st)
+        if kind == "content_block_stop":
+            self._block_stop(obj.get("index"), st)
+            return ()
+        if kind == "message_start":
+            msg = obj.get("message") or {}
+            st.id = msg.get("id") or st.id
+            st.model = msg.get("model") or st.model
+            return self._usage(msg.get("usage"), st, obj)
+        if kind == "message_delta":
+            reason = (obj.get("delta") or {}).get("stop_reason")
+            if reason:
+                st.stop_reason = reason
+                st.finish_reason = _ANTHROPIC_STOP.get(reason, "other")
+            return self._usage(obj.get("usage"), st, obj)
+        if kind == "message_stop":
+            st.ended = st.done = True
+        elif kind == "error":
+            raise _stream_error(obj, self.name)
+        return ()  # ping, and event types newer than this code
+
+    @staticmethod
+    def _delta(obj: Dict[str, Any], st: _State) -> Sequence[Event]:
+        delta = obj["delta"]
+        kind = delta.get("type")
+        if kind == "text_delta":
+            return (Event("text", text=delta["text"], raw=obj),)
+        if kind == "input_json_delta":
+            index = st.scratch[("tool", obj["index"])]
+            return (Event("tool_call", index=index, arguments=delta["partial_json"], raw=obj),)
+        thinking = st.scratch.get(("thinking", obj.get("index")))
+        if kind == "thinking_delta":
+            if thinking is not None:
+                thinking["thinking"].append(delta["thinking"])
+            return (Event("reasoning", text=delta["thinking"], raw=obj),)
+        if kind == "signature_delta" and thinking is not None:
+            thinking["signature"] += delta["signature"]
+        elif kind == "citations_delta":
+            st.citations.append(delta["citation"])
+        return ()
+
+    @staticmethod
+    def _block_start(obj: Dict[str, Any], st: _State) -> Sequence[Event]:
+        block = obj["content_block"]
+        kind = block.get("type")
+        index = obj.get("index")
+        if kind == "tool_use":
+            ordinal = st.scratch["tools"] = st.scratch.get("tools", -1) + 1
+            st.scratch[("tool", index)] = ordinal
+            args = json.dumps(block["input"]) if block.get("input") else ""
+            return (Event("tool_call", index=ordinal, id=block.get("id"), name=block.get("name"),
+                          arguments=args, raw=obj),)
+        if kind == "thinking":
+            st.scratch[("thinking", index)] = {"type": "thinking",
+                                               "thinking": [block.get("thinking", "")],
+                                               "signature": block.get("signature", "")}
+            if block.get("thinking"):
+                return (Event("reasoning", text=block["thinking"], raw=obj),)
+        elif kind == "redacted_thinking":
+            st.signatures.append({"type": "redacted_thinking", "data": block.get("data", "")})
+        elif kind == "text":
+            st.citations.extend(block.get("citations") or ())
+            if block.get("text"):
+                return (Event("text", text=block["text"], raw=obj),)
+        return ()
+
+    @staticmethod
+    def _block_stop(index: Any, st: _State) -> None:
+        thinking = st.scratch.pop(("thinking", index), None)
+        if thinking is not None:  # kept whole, signed, for the next request
+            thinking["thinking"] = "".join(thinking["thinking"])
+            st.signatures.append(thinking)
+
+    @staticmethod
+    def _usage(usage: Any, st: _State, raw: Any) -> Sequence[Event]:
+        if not usage:
+            return ()
+        # message_delta carries running totals for the fields it names
+        seen = st.scratch.setdefault("usage", {})
+        seen.update({k: v for k, v in usage.items() if isinstance(v, int)})
+        inp, out = seen.get("input_tokens", 0), seen.get("output_tokens", 0)
+        read = seen.get("cache_read_input_tokens", 0)
+        write = seen.get("cache_creation_input_tokens", 0)
+        # input_tokens excludes cache reads and writes (Anthropic's meaning, kept)
+        u = Usage(input_tokens=inp, output_tokens=out, total_tokens=inp + read + write + out,
+                  cached_tokens=read)
+        return (Event("usage", usage=u, raw=raw),)
+
+    def _parse_json(self, body: Any, st: _State) -> Sequence[Event]:
+        if not isinstance(body, dict) or body.get("type") == "error":
+            raise _stream_error(body if isinstance(body, dict) else {"error": body}, self.name)
+        events: List[Event] = []
+        st.id, st.model = body.get("id"), body.get("model") or st.model
+        for index, block in enumerate(body.get("content") or ()):
+            start = {"type": "content_block_start", "index": index, "content_block": block}
+            events += self._block_start(start, st)
+            self._block_stop(index, st)
+        reason = body.get("stop_reason")
+        if reason:
+            st.stop_reason, st.finish_reason = reason, _ANTHROPIC_STOP.get(reason, "other")
+        return events + list(self._usage(body.get("usage"), st, body))
+
+
+# ---------------------------------------------------------------- Gemini ---
+
+_GEMINI_FINISH = {
+    "STOP": "stop",
+    "MAX_TOKENS": "length",
+    "SAFETY": "content_filter",
+    "RECITATION": "content_filter",
+    "BLOCKLIST": "content_filter",
+    "PROHIBITED_CONTENT": "content_filter",
+    "SPII": "content_filter",
+    "IMAGE_SAFETY": "content_filter",
+    "MALFORMED_FUNCTION_CALL": "error",
+    "UNEXPECTED_TOOL_CALL": "error",
+}
 
 
 class Gemini(_Provider):
-    """Google Gemini ``streamGenerateContent``."""
+    """Google Gemini (``models/{model}:streamGenerateContent?alt=sse``).
+
+        print(ls.Gemini().chat("Hi").text)
+    """
 
     name = "gemini"
-    key_env = "GEMINI_API_KEY"
+    key_envs = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    base_env = "GEMINI_BASE_URL"
     model_env = "GEMINI_MODEL"
     default_base_url = "https://generativelanguage.googleapis.com/v1beta"
     default_model = "gemini-2.5-flash"
 
     def _build(self, messages: List[Dict[str, Any]], model: str, base_url: str,
                key: Optional[str], options: Dict[str, Any]) -> _Request:
-        raise NotImplementedError("the Gemini provider is not implemented yet")
+        system: List[str] = []
+        contents: List[Dict[str, Any]] = []
+        names: Dict[str, str] = {}  # tool_call_id -> function name
+        for i, m in enumerate(messages):
+            role = m["role"]
+            if role in ("system", "developer"):
+                system.append(_text_of(m.get("content")))
+            elif role == "tool":
+                name = names.get(m["tool_call_id"]) or m.get("name")
+                if not name:
+                    raise ValueError(
+                        f"messages[{i}] answers tool call {m['tool_call_id']!r}, which no "
+                        "earlier assistant message made; Gemini needs the function name "
+                        '(add "name" to the tool message)')
+                contents.append({"role": "user", "parts": [{"functionResponse": {
+                    "name": name, "response": self._response(m.get("content"))}}]})
+            else:
+                parts = self._parts(m.get("content"))
+                if role == "assistant":
+                    parts += self._calls(m, names)
+                contents.append({"role": "model" if role == "assistant" else "user",
+                                 "parts": parts})
+        body: Dict[str, Any] = {"contents": _merge_turns(contents, "parts")}
+        if system:
+            body["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
+        config: Dict[str, Any] = {}
+        for ours, theirs in (("max_tokens", "maxOutputTokens"), ("temperature", "temperature")):
+            if options.get(ours) is not None:
+                config[theirs] = options.pop(ours)
+        if options.get("stop") is not None:
+            config["stopSequences"] = _stop_list(options.pop("stop"))
+        config.update(options.pop("generationConfig", None) or {})
+        if config:
+            body["generationConfig"] = config
+        if options.get("tools") is not None:
+            # parametersJsonSchema takes full JSON Schema (additionalProperties
+            # and all), unlike the OpenAPI subset that "parameters" accepts
+            body["tools"] = [{"functionDeclarations": [
+                {"name": t["name"], "description": t["description"],
+                 "parametersJsonSchema": t["parameters"]}
+                for t in _function_tools(options.pop("tools"))]}]
+        if options.get("tool_choice") is not None:
+            choice = options.pop("tool_choice")
+            name = _choice_name(choice)
+            mode = "ANY" if name else {"required": "ANY", "none": "NONE"}.get(choice, "AUTO")
+            fcc: Dict[str, Any] = {"mode": mode}
+            if name:
+                fcc["allowedFunctionNames"] = [name]
+            body["toolConfig"] = {"functionCallingConfig": fcc}
+        body.update({k: v for k, v in options.items() if v is not None})
+        headers = {"Accept": "text/event-stream", **self.headers}
+        if key:
+            headers["x-goog-api-key"] = key  # never in the URL, where logs would see it
+        model_path = model if model.startswith("models/") else f"models/{model}"
+        return _Request(f"{base_url}/{model_path}:streamGenerateContent?alt=sse",
+                        headers, body, model)
+
+    @staticmethod
+    def _parts(content: Any) -> List[Dict[str, Any]]:
+        if content is None or content == "":
+            return []
+        if isinstance(content, str):
+            return [{"text": content}]
+        parts: List[Dict[str, Any]] = []
+        for part in content:
+            kind = part.get("type")
+            if kind == "text":
+                parts.append({"text": part.get("text", "")})
+            elif kind == "image_url":
+                url = _image_url(part)
+                data = _data_url(url)
+                parts.append({"inlineData": {"mimeType": data[0], "data": data[1]}} if data
+                             else {"fileData": {"fileUri": url}})
+            else:  # native Gemini parts pass through
+                parts.append(dict(part))
+        return parts
+
+    @staticmethod
+    def _calls(m: Mapping[str, Any], names: Dict[str, str]) -> List[Dict[str, Any]]:
+        """functionCall parts, each with its thoughtSignature when we kept one."""
+        sigs = {s.get("tool_call_id"): s["thoughtSignature"]
+                for s in m.get("signatures") or () if "thoughtSignature" in s}
+        parts = []
+        for tc in m.get("tool_calls") or ():
+            name = tc["function"]["name"]
+            names[tc["id"]] = name
+            part: Dict[str, Any] = {"functionCall": {"name": name, "args": _call_args(tc)}}
+            if tc["id"] in sigs:
+                part["thoughtSignature"] = sigs[tc["id"]]
+            parts.append(part)
+        return parts
+
+    @staticmethod
+    def _response(content: Any) -> Dict[str, Any]:
+        """functionResponse.response must be an object: JSON objects pass as is."""
+        text = _tool_output(content)
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        return value if isinstance(value, dict) else {"result": text}
+
+    def _parse(self, event: sseclient.Event, st: _State) -> Sequence[Event]:
+        return self._chunk(_json(event.data, self.name), st)
+
+    def _parse_json(self, body: Any, st: _State) -> Sequence[Event]:
+        # without alt=sse the API answers with a JSON array of chunks
+        events: List[Event] = []
+        for chunk in body if isinstance(body, list) else [body]:
+            events += self._chunk(chunk, st)
+        return events
+
+    def _chunk(self, obj: Any, st: _State) -> List[Event]:
+        if not isinstance(obj, dict):
+            raise APIError(f"malformed data from gemini: expected a JSON object, got "
+                           f"{str(obj)[:200]!r}", provider=self.name)
+        if "error" in obj:
+            raise _stream_error(obj, self.name)
+        st.id = st.id or obj.get("responseId")
+        st.model = obj.get("modelVersion") or st.model
+        events: List[Event] = []
+        calls = len(st.calls)
+        for cand in obj.get("candidates") or ():
+            if cand.get("index", 0) != 0:
+                continue
+            for part in (cand.get("content") or {}).get("parts") or ():
+                sig = part.get("thoughtSignature")
+                if "functionCall" in part:
+                    fc = part["functionCall"]
+                    id = fc.get("id") or f"call_{uuid.uuid4().hex[:24]}"
+                    events.append(Event("tool_call", index=calls, id=id, name=fc.get("name"),
+                                        arguments=json.dumps(fc.get("args") or {}), raw=obj))
+                    calls += 1
+                    if sig:
+                        st.signatures.append({"thoughtSignature": sig, "tool_call_id": id})
+                    continue
+                if part.get("text"):
+                    kind = "reasoning" if part.get("thought") else "text"
+                    events.append(Event(kind, text=part["text"], raw=obj))
+                if sig:
+                    st.signatures.append({"thoughtSignature": sig})
+            reason = cand.get("finishReason")
+            if reason:
+                st.stop_reason = reason
+                # Gemini says STOP after function calls too
+                st.finish_reason = ("tool_calls" if calls and reason == "STOP"
+                                    else _GEMINI_FINISH.get(reason, "other"))
+                st.ended = True  # usage may still follow, until EOF
+        blocked = (obj.get("promptFeedback") or {}).get("blockReason")
+        if blocked:
+            st.block_reason = st.stop_reason = blocked
+            st.finish_reason = "content_filter"
+            st.ended = True
+        usage = obj.get("usageMetadata")
+        if usage:
+            u = Usage(
+                input_tokens=usage.get("promptTokenCount", 0),  # includes cached tokens
+                output_tokens=usage.get("candidatesTokenCount", 0),  # excludes thoughts
+                total_tokens=usage.get("totalTokenCount", 0),
+                reasoning_tokens=usage.get("thoughtsTokenCount", 0),
+                cached_tokens=usage.get("cachedContentTokenCount", 0),
+            )
+            if u != st.usage:  # every chunk repeats it; report changes only
+                events.append(Event("usage", usage=u, raw=obj))
+        return events
 
 
 # ------------------------------------------------------------ public API ---
