@@ -123,6 +123,7 @@ class APIError(LLMStreamerError):
         self.provider = provider
         self.request_id = request_id
         self.retry_after = retry_after
+        self.should_retry: Optional[bool] = None  # the server's x-should-retry
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status={self.status!r}, message={self.message!r})"
@@ -393,7 +394,7 @@ class _State:
         self.started = False  # a content delta reached the caller
         self.ttft: Optional[float] = None
         self.retries = 0
-        self.t0 = time.monotonic()
+        self.t0 = self.t_content = time.monotonic()
 
     def call(self, index: int, id: Optional[str], name: Optional[str]) -> _Call:
         c = self.calls.get(index)
@@ -524,6 +525,13 @@ class _SSEDecoder:
             # an empty name is a comment (": keep-alive"); others are ignored
         return out
 
+    def close(self) -> List[sseclient.Event]:
+        """End of stream. "If the file ends in the middle of an event, before
+        the final empty line, the incomplete event is not dispatched": unlike
+        sseclient-py, nothing buffered comes out, so this is always empty."""
+        self._tail, self._data, self._type = [], [], b""
+        return []
+
     def _dispatch(self, data: List[bytes]) -> sseclient.Event:
         payload = data[0] if len(data) == 1 else b"\n".join(data)
         # mypy's bundled stubs describe another package named "sseclient"
@@ -589,9 +597,9 @@ def _text_of(content: Any) -> str:
 @dataclass
 class _Request:
     url: str
-    headers: Dict[str, str]
-    body: Dict[str, Any]
-    model: str
+    headers: Dict[str, str] = field(repr=False)  # holds the key
+    body: Dict[str, Any] = field(repr=False)
+    model: str = ""
 
 
 def _retry_after(headers: Mapping[str, str]) -> Optional[float]:
@@ -649,19 +657,24 @@ def _http_error(resp: requests.Response, provider: str, env_key: str) -> APIErro
     if hint:
         text += f" ({hint})"
     cls = _error_class(status)
-    return cls(text, status=status, body=body, provider=provider,
-               request_id=_request_id(resp.headers), retry_after=_retry_after(resp.headers))
+    exc = cls(text, status=status, body=body, provider=provider,
+              request_id=_request_id(resp.headers), retry_after=_retry_after(resp.headers))
+    should = resp.headers.get("x-should-retry", "").lower()
+    exc.should_retry = {"true": True, "false": False}.get(should)
+    return exc
 
 
 _RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
 
 def _retryable(exc: LLMStreamerError) -> bool:
-    if isinstance(exc, IncompleteStreamError):
+    if isinstance(exc, (APIConnectionError, IncompleteStreamError)):
+        return True  # only ever asked before any content was shown
+    if not isinstance(exc, APIError):
         return False
-    if isinstance(exc, APIConnectionError):
-        return True
-    return isinstance(exc, APIError) and exc.status in _RETRY_STATUSES
+    if exc.should_retry is not None:
+        return exc.should_retry
+    return exc.status in _RETRY_STATUSES
 
 
 def _read_chunks(raw: Any) -> Iterator[bytes]:
@@ -708,6 +721,8 @@ class _Provider:
         timeout: Timeout = DEFAULT_TIMEOUT,
         max_retries: int = 2,
         session: Optional[requests.Session] = None,
+        stall_timeout: Optional[float] = None,
+        deadline: Optional[float] = None,
     ) -> None:
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
@@ -717,6 +732,8 @@ class _Provider:
         self.headers = dict(headers or {})
         self.timeout = timeout
         self.max_retries = max_retries
+        self.stall_timeout = stall_timeout  # keep-alives but no content this long
+        self.deadline = deadline  # seconds for a whole stream, retries included
         self._session = session
         self._lock = threading.Lock()
 
@@ -819,9 +836,10 @@ class _Provider:
     def _stream(self, req: _Request) -> Iterator[Event]:
         session = self._get_session()
         retries = 0
+        t_start = time.monotonic()
         while True:
             st = _State(self.name, req.model)
-            st.retries = retries
+            st.retries, st.t0 = retries, t_start  # ttft and deadline count retries
             try:
                 yield from self._attempt(session, req, st)
                 return
@@ -898,17 +916,29 @@ class _Provider:
     def _read_sse(self, resp: requests.Response, st: _State) -> Iterator[Event]:
         decoder = _SSEDecoder()
         parse = self._parse
+        watch = self.stall_timeout is not None or self.deadline is not None
         for chunk in _read_chunks(resp.raw):
             for sse in decoder.feed(chunk):
                 for ev in parse(sse, st):
                     yield self._deliver(ev, st)
                 if st.done:
                     return
+            if watch:
+                self._check_clock(st)
         if not st.ended:
             where = "in the middle of an event" if decoder.pending else "between events"
             raise IncompleteStreamError(
                 f"{self.name} stream ended {where} before its final event; "
                 "the answer is cut off (see .partial)")
+
+    def _check_clock(self, st: _State) -> None:
+        now = time.monotonic()
+        if self.deadline is not None and now - st.t0 > self.deadline:
+            raise APITimeoutError(f"{self.name} stream passed its deadline of {self.deadline}s")
+        if self.stall_timeout is not None and now - st.t_content > self.stall_timeout:
+            raise APITimeoutError(
+                f"{self.name} sent no content for {now - st.t_content:.1f}s (only keep-alives; "
+                f"stall_timeout={self.stall_timeout}s)")
 
     def _deliver(self, ev: Event, st: _State) -> Event:
         """Record one event in the state; called for every event, in order."""
@@ -924,6 +954,8 @@ class _Provider:
             return ev
         else:
             return ev
+        if self.stall_timeout is not None:
+            st.t_content = time.monotonic()
         if not st.started:
             st.started = True
             st.ttft = time.monotonic() - st.t0
@@ -1668,3 +1700,159 @@ def stream_with_callbacks(
     if on_finish is not None:
         on_finish(completion)
     return completion
+
+
+# ------------------------------------------------------------------- CLI ---
+
+EXIT_OK, EXIT_API, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_INTERRUPT = 0, 1, 2, 3, 130
+
+
+def _cli_parser() -> Any:
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="llmstreamer",
+        description="Stream a chat completion to stdout. The prompt comes from the "
+                    "arguments, else from stdin.",
+        epilog="exit codes: 0 ok, 1 API or connection error, 2 usage or configuration "
+               "error, 3 incomplete stream, 130 interrupted")
+    p.add_argument("prompt", nargs="*", help="the prompt (default: read stdin)")
+    p.add_argument("-p", "--provider", choices=sorted(_PROVIDERS),
+                   help="default: $LLM_PROVIDER or openai")
+    p.add_argument("-m", "--model", help="default: $<PROVIDER>_MODEL or the provider's")
+    p.add_argument("-s", "--system", help="system prompt")
+    p.add_argument("--base-url", help="server URL, e.g. http://127.0.0.1:8080/v1")
+    p.add_argument("--max-tokens", type=int)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--timeout", type=float, help="read timeout in seconds")
+    p.add_argument("--stats", action="store_true",
+                   help="time to first token, tokens/s, usage, finish reason on stderr")
+    p.add_argument("--json", action="store_true", help="one JSON object per event (JSON Lines)")
+    p.add_argument("--reasoning", action="store_true", help="show reasoning on stderr")
+    p.add_argument("--chat", action="store_true", help="multi-turn chat; history is kept")
+    p.add_argument("--version", action="version", version=f"llmstreamer {__version__}")
+    return p
+
+
+def _event_json(ev: Event) -> str:
+    out: Dict[str, Any] = {"type": ev.type}
+    if ev.type in ("text", "reasoning"):
+        out["text"] = ev.text
+    elif ev.type == "tool_call":
+        out.update(index=ev.index, id=ev.id, name=ev.name, arguments=ev.arguments)
+    elif ev.type == "usage" and ev.usage is not None:
+        out["usage"] = ev.usage.__dict__
+    elif ev.type == "done" and ev.completion is not None:
+        c = ev.completion
+        out.update(finish_reason=c.finish_reason, stop_reason=c.stop_reason, model=c.model,
+                   id=c.id, usage=c.usage.__dict__ if c.usage else None, ttft=c.ttft,
+                   elapsed=c.elapsed, retries=c.retries,
+                   tool_calls=[c.__dict__ for c in c.tool_calls])
+    return json.dumps(out, ensure_ascii=False)
+
+
+def _cli_turn(provider: _Provider, messages: List[Dict[str, Any]], args: Any,
+              options: Dict[str, Any]) -> Completion:
+    import sys
+
+    out, err = sys.stdout, sys.stderr
+    completion: Optional[Completion] = None
+    events = provider.stream_events(messages, args.model, **options)
+    try:
+        for ev in events:
+            if args.json:
+                out.write(_event_json(ev) + "\n")
+                out.flush()
+            elif ev.type == "text":
+                out.write(ev.text)
+                out.flush()
+            elif ev.type == "reasoning" and args.reasoning:
+                err.write(ev.text)
+                err.flush()
+            if ev.type == "done":
+                completion = ev.completion
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
+    assert completion is not None
+    if not args.json and completion.text and not completion.text.endswith("\n"):
+        out.write("\n")
+    if args.stats:
+        err.write(_stats(completion) + "\n")
+    return completion
+
+
+def _stats(c: Completion) -> str:
+    parts = [f"ttft {c.ttft * 1000:.0f} ms" if c.ttft is not None else "ttft -",
+             f"total {c.elapsed:.2f} s"]
+    if c.usage is not None:
+        streamed = c.elapsed - (c.ttft or 0)
+        if streamed > 0 and c.usage.output_tokens:
+            parts.append(f"{c.usage.output_tokens / streamed:.1f} tokens/s")
+        parts.append(f"tokens in {c.usage.input_tokens} out {c.usage.output_tokens}")
+    parts += [f"finish {c.finish_reason} ({c.stop_reason})", f"retries {c.retries}"]
+    return "[" + ", ".join(parts) + "]"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command line: ``llmstreamer [options] [PROMPT...]``; returns the exit code."""
+    import sys
+
+    args = _cli_parser().parse_args(argv)
+    try:
+        base = _provider(args.provider)
+        provider = type(base)(base_url=args.base_url,
+                              timeout=(10.0, args.timeout) if args.timeout else DEFAULT_TIMEOUT)
+        options = {k: v for k, v in (("system", args.system), ("max_tokens", args.max_tokens),
+                                     ("temperature", args.temperature)) if v is not None}
+        if args.chat:
+            return _cli_chat(provider, args, options)
+        prompt = " ".join(args.prompt) if args.prompt else sys.stdin.read()
+        if not prompt.strip():
+            sys.stderr.write("llmstreamer: no prompt: pass it as arguments or on stdin\n")
+            return EXIT_USAGE
+        _cli_turn(provider, [{"role": "user", "content": prompt}], args, options)
+        return EXIT_OK
+    except KeyboardInterrupt:
+        sys.stderr.write("\nllmstreamer: interrupted\n")
+        return EXIT_INTERRUPT
+    except LLMStreamerError as exc:
+        cut = exc.partial is not None and exc.partial.text  # the answer's line is open
+        sys.stdout.flush()
+        sys.stderr.write(("\n" if cut else "") + f"llmstreamer: {exc}\n")
+        if isinstance(exc, IncompleteStreamError):
+            return EXIT_INCOMPLETE
+        if isinstance(exc, AuthenticationError) and exc.status is None:
+            return EXIT_USAGE  # no key configured: nothing was sent
+        return EXIT_API
+    except (ValueError, TypeError) as exc:  # arguments the call rejected
+        sys.stderr.write(f"llmstreamer: {exc}\n")
+        return EXIT_USAGE
+
+
+def _cli_chat(provider: _Provider, args: Any, options: Dict[str, Any]) -> int:
+    import sys
+
+    history: List[Dict[str, Any]] = []
+    if args.prompt:
+        history.append({"role": "user", "content": " ".join(args.prompt)})
+    while True:
+        if not history or history[-1]["role"] != "user":
+            try:
+                sys.stderr.write("> ")
+                sys.stderr.flush()
+                line = sys.stdin.readline()
+            except KeyboardInterrupt:
+                return EXIT_INTERRUPT
+            if not line:
+                return EXIT_OK
+            if not line.strip():
+                continue
+            history.append({"role": "user", "content": line.rstrip("\n")})
+        completion = _cli_turn(provider, history, args, options)
+        history.append(completion.message)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
