@@ -602,6 +602,19 @@ class _Request:
     model: str = ""
 
 
+def _cause(exc: BaseException) -> str:
+    """The innermost reason of a requests/urllib3 error chain, e.g. 'Connection refused'."""
+    for _ in range(8):  # requests -> MaxRetryError -> NewConnectionError -> OSError
+        inner = getattr(exc, "reason", None)
+        if not isinstance(inner, BaseException) and exc.args:
+            inner = exc.args[0]
+        if not isinstance(inner, BaseException):
+            break
+        exc = inner
+    text = str(exc)
+    return text.split(": ", 1)[1] if text.startswith("HTTPConnection") and ": " in text else text
+
+
 def _retry_after(headers: Mapping[str, str]) -> Optional[float]:
     """Seconds the server asked us to wait (retry-after-ms, Retry-After)."""
     ms = headers.get("retry-after-ms")
@@ -867,10 +880,13 @@ class _Provider:
         try:
             resp = session.post(req.url, headers=req.headers, json=req.body, stream=True,
                                 timeout=self.timeout, allow_redirects=False)
+        except requests.ConnectTimeout as exc:
+            raise APITimeoutError(f"timed out connecting to {req.url}") from exc
         except requests.Timeout as exc:
-            raise APITimeoutError(f"timed out connecting to {req.url}: {exc}") from None
+            raise APITimeoutError(f"{req.url} sent no response within the read timeout "
+                                  f"({self.timeout}s)") from exc
         except requests.RequestException as exc:
-            raise APIConnectionError(f"could not connect to {req.url}: {exc}") from None
+            raise APIConnectionError(f"could not connect to {req.url}: {_cause(exc)}") from exc
         try:
             yield from self._read(resp, req, st)
         finally:
