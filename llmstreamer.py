@@ -647,10 +647,17 @@ def _request_id(headers: Mapping[str, str]) -> Optional[str]:
 _TAG = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.S | re.I)
 
 
-def _http_error(resp: requests.Response, provider: str, env_key: str) -> APIError:
+def _mask(key: str) -> str:
+    return f"{key[:3]}...{key[-2:]}" if len(key) > 8 else "***"
+
+
+def _http_error(resp: requests.Response, provider: str, env_key: str,
+                key: Optional[str]) -> APIError:
     """Build the typed error for a non-2xx response (reads at most 64 KiB)."""
     raw = resp.raw.read(65536, decode_content=True) or b""
     text = raw.decode("utf-8", "replace")
+    if key:  # some servers echo the key they rejected
+        text = text.replace(key, _mask(key))
     body: Any = text
     message: Optional[str] = None
     try:
@@ -752,7 +759,7 @@ class _Provider:
 
     def __repr__(self) -> str:
         key = self._key()
-        masked = f"{key[:3]}...{key[-2:]}" if key and len(key) > 8 else ("***" if key else None)
+        masked = _mask(key) if key else None
         return (f"{type(self).__name__}(base_url={self._base_url()!r}, "
                 f"model={self._model(None)!r}, api_key={masked!r})")
 
@@ -901,25 +908,29 @@ class _Provider:
                     "(credentials stay on the configured host); set base_url to the "
                     "final URL", status=resp.status_code, provider=self.name,
                     request_id=_request_id(resp.headers))
-            raise _http_error(resp, self.name, self.key_envs[0])
+            raise _http_error(resp, self.name, self.key_envs[0], self._key())
         ctype = resp.headers.get("content-type", "").lower()
+        if ctype.startswith("text/html"):
+            raise APIError(
+                f"expected Content-Type text/event-stream from {self.name}, got "
+                f"{ctype!r}: is base_url {req.url!r} right?", status=resp.status_code,
+                provider=self.name, request_id=_request_id(resp.headers))
+        # a server that ignored stream=true sends the whole answer as JSON
+        whole = ctype.startswith("application/json")
+        yield from self._events(_read_chunks(resp.raw), st, whole)
+
+    def _events(self, chunks: Iterable[bytes], st: _State, whole: bool = False
+                ) -> Iterator[Event]:
+        """Body bytes in, events out, the last one ``done``. No I/O of its own:
+        every low-level exception that reading or parsing raises leaves as a
+        typed ``LLMStreamerError``."""
         try:
-            if ctype.startswith("application/json"):
-                # the server ignored stream=true and sent the whole answer
-                events = self._parse_json(self._json_body(resp), st)
+            if whole:
+                for ev in self._parse_json(_json_body(chunks), st):
+                    yield self._deliver(ev, st)
                 st.ended = st.done = True
-            elif ctype.startswith("text/html"):
-                raise APIError(
-                    f"expected Content-Type text/event-stream from {self.name}, got "
-                    f"{ctype!r}: is base_url {req.url!r} right?",
-                    status=resp.status_code, provider=self.name,
-                    request_id=_request_id(resp.headers))
             else:
-                events = ()
-            for ev in events:
-                yield self._deliver(ev, st)
-            if not st.done:
-                yield from self._read_sse(resp, st)
+                yield from self._read_sse(chunks, st)
         except LLMStreamerError:
             raise
         except Exception as exc:
@@ -929,11 +940,11 @@ class _Provider:
             raise err from exc
         yield Event("done", completion=st.completion())
 
-    def _read_sse(self, resp: requests.Response, st: _State) -> Iterator[Event]:
-        decoder = _SSEDecoder()
+    def _read_sse(self, chunks: Iterable[bytes], st: _State) -> Iterator[Event]:
+        decoder = _SSEDecoder(MAX_EVENT_BYTES)
         parse = self._parse
         watch = self.stall_timeout is not None or self.deadline is not None
-        for chunk in _read_chunks(resp.raw):
+        for chunk in chunks:
             for sse in decoder.feed(chunk):
                 for ev in parse(sse, st):
                     yield self._deliver(ev, st)
@@ -976,12 +987,6 @@ class _Provider:
             st.started = True
             st.ttft = time.monotonic() - st.t0
         return ev
-
-    def _json_body(self, resp: requests.Response) -> Any:
-        raw = resp.raw.read(MAX_EVENT_BYTES + 1, decode_content=True) or b""
-        if len(raw) > MAX_EVENT_BYTES:
-            raise _StreamTooLarge(len(raw))
-        return json.loads(raw.decode("utf-8", "replace"))
 
     def _broken(self, exc: Exception) -> LLMStreamerError:
         text = str(exc)
@@ -1026,6 +1031,17 @@ def _texts(events: Iterator[Event]) -> Generator[str, None, Completion]:
         if close is not None:
             close()
     raise IncompleteStreamError("stream ended without a done event")
+
+
+def _json_body(chunks: Iterable[bytes]) -> Any:
+    """A whole JSON body, read up to the event size limit."""
+    parts, size = [], 0
+    for chunk in chunks:
+        parts.append(chunk)
+        size += len(chunk)
+        if size > MAX_EVENT_BYTES:
+            raise _StreamTooLarge(size)
+    return json.loads(b"".join(parts).decode("utf-8", "replace"))
 
 
 def _json(data: str, provider: str) -> Any:
