@@ -1012,8 +1012,8 @@ class _Provider:
                             f"{MAX_EVENT_BYTES}-byte limit", provider=self.name)
         if isinstance(exc, ValueError):  # JSONDecodeError and friends
             return APIError(f"malformed data from {self.name}: {exc}", provider=self.name)
-        if isinstance(exc, (KeyError, TypeError, AttributeError, IndexError)):
-            # valid JSON of a shape the protocol does not allow
+        if isinstance(exc, (KeyError, TypeError, AttributeError, IndexError, RecursionError)):
+            # JSON of a shape the protocol does not allow, or nested absurdly deep
             return APIError(f"unexpected data from {self.name}: {exc!r}", provider=self.name)
         return None
 
@@ -1601,7 +1601,8 @@ class Gemini(_Provider):
                 sig = part.get("thoughtSignature")
                 if "functionCall" in part:
                     fc = part["functionCall"]
-                    id = fc.get("id") or f"call_{uuid.uuid4().hex[:24]}"
+                    # Gemini may send no id; ours must be unique across turns
+                    id = fc.get("id") or f"call_{st.id or uuid.uuid4().hex[:16]}_{calls}"
                     events.append(Event("tool_call", index=calls, id=id, name=fc.get("name"),
                                         arguments=json.dumps(fc.get("args") or {}), raw=obj))
                     calls += 1
