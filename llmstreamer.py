@@ -346,7 +346,10 @@ class Completion:
     @property
     def message(self) -> Dict[str, Any]:
         """This turn as an OpenAI-style assistant message, to continue the chat."""
-        msg: Dict[str, Any] = {"role": "assistant", "content": self.text or None}
+        content = self.text or (None if self.tool_calls else "")
+        msg: Dict[str, Any] = {"role": "assistant", "content": content}
+        if self.refusal:
+            msg["refusal"] = self.refusal
         if self.tool_calls:
             msg["tool_calls"] = [
                 {"id": c.id, "type": "function",
@@ -465,7 +468,7 @@ class _SSEDecoder:
         return bool(self._tail or self._data or self._type)
 
     def feed(self, chunk: bytes) -> List[sseclient.Event]:
-        if self._skip_lf:
+        if self._skip_lf and chunk:
             self._skip_lf = False
             if chunk[:1] == b"\n":
                 chunk = chunk[1:]
@@ -716,6 +719,27 @@ def _read_chunks(raw: Any) -> Iterator[bytes]:
         yield chunk
 
 
+_DRAIN_TIMEOUT = 0.05  # seconds to wait for the bytes after a terminal event
+
+
+def _drain(resp: requests.Response) -> None:
+    """Read what follows the terminal event (usually just the chunked
+    terminator), so urllib3 returns the connection to the pool; close()
+    would otherwise drop it, and the next call would pay a new TLS handshake.
+    A server that keeps talking past its end gets the connection closed."""
+    raw = resp.raw
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    if sock is None:
+        return
+    try:
+        sock.settimeout(_DRAIN_TIMEOUT)  # urllib3 sets it again on reuse
+        for _ in range(4):
+            if not raw.read1(_READ_SIZE, decode_content=True):
+                return
+    except (OSError, u3.HTTPError):
+        pass  # not drained: close() drops the connection
+
+
 # ------------------------------------------------------------- providers ---
 
 
@@ -896,6 +920,7 @@ class _Provider:
             raise APIConnectionError(f"could not connect to {req.url}: {_cause(exc)}") from exc
         try:
             yield from self._read(resp, req, st)
+            _drain(resp)  # the caller read past "done": let the connection be reused
         finally:
             resp.close()
 
@@ -1019,18 +1044,20 @@ class _Provider:
 
 
 def _texts(events: Iterator[Event]) -> Generator[str, None, Completion]:
+    completion = None
     try:
-        for ev in events:
+        for ev in events:  # on to the end, past "done", so the connection is reused
             if ev.type == "text":
                 yield ev.text
             elif ev.type == "done":
-                assert ev.completion is not None
-                return ev.completion
+                completion = ev.completion
     finally:
         close = getattr(events, "close", None)
         if close is not None:
             close()
-    raise IncompleteStreamError("stream ended without a done event")
+    if completion is None:
+        raise IncompleteStreamError("stream ended without a done event")
+    return completion
 
 
 def _json_body(chunks: Iterable[bytes]) -> Any:
@@ -1085,6 +1112,10 @@ class OpenAI(_Provider):
     def _build(self, messages: List[Dict[str, Any]], model: str, base_url: str,
                key: Optional[str], options: Dict[str, Any]) -> _Request:
         include_usage = options.pop("include_usage", True)
+        # OpenAI rejects unknown message fields, and DeepSeek rejects reasoning
+        # sent back: keep what Completion.message adds for other providers home
+        messages = [{k: v for k, v in m.items() if k not in ("reasoning", "signatures")}
+                    if m["role"] == "assistant" else m for m in messages]
         body: Dict[str, Any] = {"model": model, "messages": messages, "stream": True}
         if include_usage:
             body["stream_options"] = {"include_usage": True}

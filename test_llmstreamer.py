@@ -1,0 +1,2404 @@
+"""Tests for llmstreamer.
+
+The SSE decoder is tested on plain bytes; everything else goes end to end
+through the public API against a real HTTP server on 127.0.0.1 (port 0) that
+answers chunked, close-delimited, gzip and Content-Length bodies from a
+script. Nothing mocks `requests`.
+
+Transcripts are our own data, written from the documented OpenAI Chat
+Completions streaming format (`chat.completion.chunk` objects, a final usage
+chunk with empty `choices`, `data: [DONE]`).
+"""
+
+from __future__ import annotations
+
+import gc
+import http
+import inspect
+import json
+import logging
+import re
+import socket
+import threading
+import time
+import traceback
+import tracemalloc
+import zlib
+from dataclasses import FrozenInstanceError, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Dict, List
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+import llmstreamer as ls
+
+# --------------------------------------------------------------------------
+# SSE frames and OpenAI transcripts
+# --------------------------------------------------------------------------
+
+
+def sse(*frames: Any, eol: str = "\n") -> bytes:
+    """SSE wire bytes: a dict becomes one `data: <json>` event, a str goes out as is."""
+    out = []
+    for frame in frames:
+        if isinstance(frame, str):
+            out.append(frame)
+        else:
+            payload = json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+            out.append(f"data: {payload}{eol}{eol}")
+    return "".join(out).encode("utf-8")
+
+
+def pieces(*frames: Any) -> List[bytes]:
+    """One body piece per frame, so each frame is its own write (and chunk)."""
+    return [sse(frame) for frame in frames]
+
+
+ID = "chatcmpl-9a8Xc2"
+MODEL = "gpt-4o-mini-2024-07-18"
+DONE = "data: [DONE]\n\n"
+
+
+def chunk(delta: Any = None, finish: Any = None, index: int = 0, **top: Any) -> dict:
+    choice = {
+        "index": index,
+        "delta": {} if delta is None else delta,
+        "logprobs": None,
+        "finish_reason": finish,
+    }
+    return {
+        "id": ID,
+        "object": "chat.completion.chunk",
+        "created": 1718000000,
+        "model": MODEL,
+        "system_fingerprint": "fp_44709d6fcb",
+        "choices": [choice],
+        **top,
+    }
+
+
+def text(s: str, **kw: Any) -> dict:
+    return chunk({"content": s}, **kw)
+
+
+def finish(reason: str = "stop", **kw: Any) -> dict:
+    return chunk({}, reason, **kw)
+
+
+def tool(index: Any = None, id: Any = None, name: Any = None, args: Any = None) -> dict:
+    """A tool-call fragment; whatever is None is left out, as servers do."""
+    call: Dict[str, Any] = {}
+    if index is not None:
+        call["index"] = index
+    if id is not None:
+        call.update(id=id, type="function")
+    function = {}
+    if name is not None:
+        function["name"] = name
+    if args is not None:
+        function["arguments"] = args
+    call["function"] = function
+    return chunk({"tool_calls": [call]})
+
+
+ROLE = chunk({"role": "assistant", "content": "", "refusal": None})
+
+USAGE = {
+    "prompt_tokens": 19,
+    "completion_tokens": 10,
+    "total_tokens": 29,
+    "prompt_tokens_details": {"cached_tokens": 3, "audio_tokens": 0},
+    "completion_tokens_details": {
+        "reasoning_tokens": 4,
+        "audio_tokens": 0,
+        "accepted_prediction_tokens": 0,
+        "rejected_prediction_tokens": 0,
+    },
+}
+USAGE_CHUNK = {**chunk(), "choices": [], "usage": USAGE}
+USAGE_OBJ = ls.Usage(
+    input_tokens=19, output_tokens=10, total_tokens=29, reasoning_tokens=4, cached_tokens=3
+)
+
+TEXT = (ROLE, text("Hel"), text("lo"), text(", wor"), text("ld!"), finish("stop"), DONE)
+TEXT_DELTAS = ["Hel", "lo", ", wor", "ld!"]
+
+# With stream_options.include_usage every chunk carries "usage": null and a
+# last chunk with empty choices carries the figures.
+TEXT_USAGE = (
+    chunk({"role": "assistant", "content": "", "refusal": None}, usage=None),
+    text("Hel", usage=None),
+    text("lo", usage=None),
+    text(", wor", usage=None),
+    text("ld!", usage=None),
+    finish("stop", usage=None),
+    USAGE_CHUNK,
+    DONE,
+)
+
+# OpenRouter sends comments while the model warms up; some servers send
+# "data:" without the space and CRLF line ends.
+TEXT_UNICODE = (
+    ": OPENROUTER PROCESSING\n\n",
+    ROLE,
+    text("héllo "),
+    text("wörld 🎉"),
+    text("\u2028next\u2029"),
+    finish("stop"),
+    DONE,
+)
+TEXT_UNICODE_DELTAS = ["héllo ", "wörld 🎉", "\u2028next\u2029"]
+
+# DeepSeek and vLLM send `reasoning_content`; OpenRouter, Ollama and Groq `reasoning`.
+REASONING_CONTENT = (
+    chunk({"role": "assistant", "content": None, "reasoning_content": ""}),
+    chunk({"content": None, "reasoning_content": "Let me "}),
+    chunk({"content": None, "reasoning_content": "think."}),
+    text("42"),
+    finish("stop"),
+    DONE,
+)
+REASONING = (
+    chunk({"role": "assistant", "content": None, "reasoning": ""}),
+    chunk({"content": None, "reasoning": "Let me "}),
+    chunk({"content": None, "reasoning": "think."}),
+    text("42"),
+    finish("stop"),
+    DONE,
+)
+
+REFUSAL = (
+    chunk({"role": "assistant", "content": None, "refusal": ""}),
+    chunk({"refusal": "I'm sorry, "}),
+    chunk({"refusal": "I can't help with that."}),
+    finish("stop"),
+    DONE,
+)
+
+# Two parallel calls, fragments interleaved by `index`.
+TOOLS_PARALLEL = (
+    chunk(
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "call_a",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": ""},
+                }
+            ],
+        }
+    ),
+    tool(1, "call_b", "get_time", ""),
+    tool(0, args='{"city": '),
+    tool(1, args='{"tz": "UTC"}'),
+    tool(0, args='"Paris"}'),
+    finish("tool_calls"),
+    DONE,
+)
+# Some compatible servers repeat the id on every fragment.
+TOOLS_REPEATED_ID = (
+    ROLE,
+    tool(0, "call_a", "get_weather", ""),
+    tool(0, "call_a", args='{"city": '),
+    tool(0, "call_a", args='"Paris"}'),
+    finish("tool_calls"),
+    DONE,
+)
+# Some compatible servers leave out `index`: a new id starts a new call.
+TOOLS_NO_INDEX = (
+    ROLE,
+    tool(None, "call_a", "get_weather", '{"city"'),
+    tool(None, args=': "Paris"}'),
+    tool(None, "call_b", "get_time", '{"tz": "UTC"}'),
+    finish("tool_calls"),
+    DONE,
+)
+# Argument fragments may split anywhere, even inside a \uXXXX escape.
+TOOLS_SPLIT_ESCAPE = (
+    ROLE,
+    tool(0, "call_a", "get_weather", '{"city": "Orl\\u00'),
+    tool(0, args='e9ans"}'),
+    finish("tool_calls"),
+    DONE,
+)
+
+WEATHER = ls.ToolCall(id="call_a", name="get_weather", arguments='{"city": "Paris"}')
+TIME = ls.ToolCall(id="call_b", name="get_time", arguments='{"tz": "UTC"}')
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+
+# Two choices (n=2) interleaved; the Completion is choice 0.
+N2 = (
+    chunk({"role": "assistant", "content": ""}, index=0),
+    chunk({"role": "assistant", "content": ""}, index=1),
+    text("A", index=0),
+    text("X", index=1),
+    text("B", index=0),
+    text("Y", index=1),
+    finish("length", index=1),
+    finish("stop", index=0),
+    DONE,
+)
+
+# A server that ignored "stream": true and answered with one JSON object.
+FULL_COMPLETION = {
+    "id": "chatcmpl-full",
+    "object": "chat.completion",
+    "created": 1718000000,
+    "model": MODEL,
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hi", "refusal": None},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+}
+
+NGINX_502 = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
+
+# --------------------------------------------------------------------------
+# Loopback HTTP server
+# --------------------------------------------------------------------------
+
+FRAMINGS = ["chunked", "close", "gzip", "length"]
+GATE_TIMEOUT = 3.0  # a gated piece waits this long for the test, then the server hangs up
+HOLD_LIMIT = 10.0  # a held connection is released after this long whatever happens
+
+
+class Raw(bytes):
+    """Body bytes written as they are, outside any framing (to break it)."""
+
+
+@dataclass
+class Reply:
+    """One scripted response.
+
+    `body` is a list of pieces: bytes are sent as one write (one chunk when
+    chunked, one sync-flushed gzip block when gzip), a number sleeps that many
+    seconds, a threading.Event waits until the test sets it, Raw bytes go out
+    unframed.
+    """
+
+    body: List[Any] = field(default_factory=list)
+    status: int = 200
+    headers: Dict[str, str] = field(default_factory=lambda: {"Content-Type": "text/event-stream"})
+    framing: str = "chunked"  # chunked | close | gzip | length
+    abort: bool = False  # hang up before the body's proper end
+    hold: bool = False  # after the body, keep the connection open until the client closes it
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: Dict[str, str]  # lower-case names
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Server:
+    """A stdlib HTTP server on 127.0.0.1:0 that answers from a script.
+
+    `script(*replies)` queues replies, one per request; the last one repeats.
+    A reply may also be a function of the Request that returns a Reply.
+    """
+
+    def __init__(self) -> None:
+        self.requests: List[Request] = []
+        self.connections = 0
+        self.gate_timeouts = 0
+        self.client_closed = threading.Event()  # set when the client hung up mid-response
+        self._replies = [Reply(pieces(*TEXT))]
+        self._lock = threading.Lock()
+        self._handlers: List[Any] = []
+        self._stopping = threading.Event()
+        self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd.owner = self
+        self.port = self._httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    def script(self, *replies: Any) -> None:
+        self._replies = list(replies)
+
+    def next_reply(self) -> Any:
+        with self._lock:
+            return self._replies.pop(0) if len(self._replies) > 1 else self._replies[0]
+
+    def track(self, sock: socket.socket) -> None:
+        with self._lock:
+            self.connections += 1
+            self._handlers.append((threading.current_thread(), sock))
+
+    def wait(self, gate: threading.Event, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self._stopping.is_set():
+            if gate.wait(0.02):
+                return True
+        return False
+
+    def sleep(self, seconds: float) -> None:
+        self._stopping.wait(seconds)
+
+    def wait_for_eof(self, sock: socket.socket) -> None:
+        sock.settimeout(0.02)
+        deadline = time.monotonic() + HOLD_LIMIT
+        while time.monotonic() < deadline and not self._stopping.is_set():
+            try:
+                if not sock.recv(65536):
+                    break
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+        else:
+            return
+        self.client_closed.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._httpd.shutdown()
+        for _, sock in self._handlers:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for thread, _ in self._handlers:
+            thread.join(5)
+        self._httpd.server_close()
+        self._thread.join(5)
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    owner: Server
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients hang up mid-response on purpose here; nothing to report
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    timeout = 10  # an idle keep-alive connection ends on its own
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.owner.track(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        owner = self.server.owner
+        size = int(self.headers.get("Content-Length") or 0)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        request = Request(self.command, self.path, headers, self.rfile.read(size))
+        owner.requests.append(request)
+        reply = owner.next_reply()
+        try:
+            self._send(reply(request) if callable(reply) else reply, owner)
+        except OSError:  # the client hung up mid-response
+            owner.client_closed.set()
+            self.close_connection = True
+
+    def _send(self, reply: Reply, owner: Server) -> None:
+        framing = reply.framing
+        gz = zlib.compressobj(wbits=31) if framing == "gzip" else None
+        try:
+            phrase = http.HTTPStatus(reply.status).phrase
+        except ValueError:
+            phrase = "Unknown"
+        version = "HTTP/1.0" if framing == "close" else "HTTP/1.1"
+        head = [f"{version} {reply.status} {phrase}"]
+        head += [f"{k}: {v}" for k, v in reply.headers.items()]
+        if framing in ("chunked", "gzip"):
+            head.append("Transfer-Encoding: chunked")
+        if gz:
+            head.append("Content-Encoding: gzip")
+        if framing == "length":
+            size = sum(len(p) for p in reply.body if isinstance(p, bytes))
+            head.append(f"Content-Length: {size + reply.abort}")
+        if framing == "close":
+            head.append("Connection: close")
+        self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+
+        for piece in reply.body:
+            if isinstance(piece, threading.Event):
+                if not owner.wait(piece, GATE_TIMEOUT):
+                    owner.gate_timeouts += 1
+                    self.close_connection = True
+                    return
+            elif isinstance(piece, Raw):
+                self.wfile.write(piece)
+            elif isinstance(piece, bytes):
+                if gz:
+                    piece = gz.compress(piece) + gz.flush(zlib.Z_SYNC_FLUSH)
+                self.wfile.write(self._frame(piece, framing))
+            else:
+                owner.sleep(piece)
+
+        if reply.hold:
+            owner.wait_for_eof(self.connection)
+            self.close_connection = True
+            return
+        if reply.abort or framing == "close":
+            self.close_connection = True
+        if reply.abort:
+            return
+        if gz:
+            self.wfile.write(self._frame(gz.flush(), framing))
+        if framing in ("chunked", "gzip"):
+            self.wfile.write(b"0\r\n\r\n")
+
+    @staticmethod
+    def _frame(data: bytes, framing: str) -> bytes:
+        if framing not in ("chunked", "gzip") or not data:
+            return data
+        return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+@pytest.fixture
+def serve():
+    """Start loopback servers on demand; all are stopped at teardown."""
+    servers: List[Server] = []
+
+    def start() -> Server:
+        servers.append(Server())
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(serve) -> Server:
+    return serve()
+
+
+@pytest.fixture
+def provider(server: Server) -> ls.OpenAI:
+    return ls.OpenAI(api_key="sk-test", base_url=server.url, max_retries=0, timeout=5)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    """Tests see no provider configuration and no proxy from the machine."""
+    for name in (
+        "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL",
+        "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_MODEL",
+        "GEMINI_API_KEY", "GOOGLE_API_KEY", "GEMINI_MODEL", "LLM_PROVIDER",
+        "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy",
+    ):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+
+
+def drain(gen: Any) -> Any:
+    """All a generator yields, and its return value."""
+    out = []
+    while True:
+        try:
+            out.append(next(gen))
+        except StopIteration as stop:
+            return out, stop.value
+
+
+# --------------------------------------------------------------------------
+# SSE decoder
+# --------------------------------------------------------------------------
+
+
+def decode(chunks: Any) -> List[Any]:
+    decoder = ls._SSEDecoder()
+    events = []
+    for piece in chunks:
+        events.extend(decoder.feed(piece))
+    assert not decoder.close()  # every complete event came out of feed()
+    return events
+
+
+def pairs(events: Any) -> List[Any]:
+    return [(e.event, e.data) for e in events]
+
+
+def reference_sse(wire: bytes) -> List[Any]:
+    """The WHATWG event-stream rules written plainly, as an oracle."""
+    text = wire.decode("utf-8", "replace")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    *lines, _unterminated = re.split("\r\n|\r|\n", text)
+    events, data, event = [], [], ""
+    for line in lines:
+        if not line:
+            if data:
+                events.append((event or "message", "\n".join(data)))
+            data, event = [], ""
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "data":
+                data.append(value)
+            elif name == "event":
+                event = value
+    return events
+
+
+M = "message"
+SSE_CASES = [
+    # Examples from the WHATWG HTML spec, section "Event stream interpretation".
+    ("spec_stock_ticker", b"data: YHOO\ndata: +2\ndata: 10\n\n", [(M, "YHOO\n+2\n10")]),
+    (
+        "spec_comment_and_ids",
+        b": test stream\n\n"
+        b"data: first event\nid: 1\n\n"
+        b"data:second event\nid\n\n"
+        b"data:  third event\n\n",
+        [(M, "first event"), (M, "second event"), (M, " third event")],
+    ),
+    ("spec_empty_data_blocks", b"data\n\ndata\ndata\n\ndata:", [(M, ""), (M, "\n")]),
+    ("spec_space_after_colon_optional", b"data:test\n\ndata: test\n\n", [(M, "test"), (M, "test")]),
+    (
+        "spec_event_types",
+        b"event: add\ndata: 73857293\n\nevent: remove\ndata: 2153\n\nevent: add\ndata: 113411\n\n",
+        [("add", "73857293"), ("remove", "2153"), ("add", "113411")],
+    ),
+    # Line ends: CRLF, LF or CR, mixed freely.
+    ("lf", b"data: a\n\ndata: b\n\n", [(M, "a"), (M, "b")]),
+    ("cr", b"data: a\r\rdata: b\r\r", [(M, "a"), (M, "b")]),
+    ("crlf", b"data: a\r\n\r\ndata: b\r\n\r\n", [(M, "a"), (M, "b")]),
+    ("lf_then_crlf", b"data: a\n\r\n", [(M, "a")]),
+    ("crlf_then_lf", b"data: a\r\n\n", [(M, "a")]),
+    ("cr_then_crlf", b"data: a\r\r\n", [(M, "a")]),
+    ("crlf_then_cr", b"data: a\r\n\r", [(M, "a")]),
+    ("crlf_is_one_line_end", b"data: a\r\ndata: b\r\n\r\n", [(M, "a\nb")]),
+    ("mixed_line_ends_in_one_event", b"data: a\rdata: b\ndata: c\r\n\n", [(M, "a\nb\nc")]),
+    # str.splitlines() would split on all of these; SSE must not.
+    (
+        "unicode_line_separators_are_data",
+        "data: a\u2028b\u2029c\x85d\x0be\x0cf\x1cg\x1dh\x1ei\n\n".encode(),
+        [(M, "a\u2028b\u2029c\x85d\x0be\x0cf\x1cg\x1dh\x1ei")],
+    ),
+    # Always UTF-8.
+    ("multibyte_utf8", "data: é€😀\n\n".encode(), [(M, "é€😀")]),
+    ("invalid_utf8_replaced", b"data: a\xffb\xc3(\n\n", [(M, "a\ufffdb\ufffd(")]),
+    ("bom_stripped", b"\xef\xbb\xbfdata: x\n\n", [(M, "x")]),
+    ("only_first_bom_stripped", b"\xef\xbb\xbf\xef\xbb\xbfdata: x\n\ndata: y\n\n", [(M, "y")]),
+    ("bom_inside_data_kept", b"data: \xef\xbb\xbfx\n\n", [(M, "\ufeffx")]),
+    # Fields.
+    (
+        "comments_and_keepalives",
+        b": keep-alive\n\n:\n\n: ping\ndata: x\n: mid-event comment\n\n",
+        [(M, "x")],
+    ),
+    ("id_and_retry_only_not_dispatched", b"id: 1\n\nretry: 5000\n\ndata: x\n\n", [(M, "x")]),
+    ("event_without_data_not_dispatched", b"event: ping\n\ndata: x\n\n", [(M, "x")]),
+    ("empty_event_name_is_message", b"event:\ndata: x\n\n", [(M, "x")]),
+    ("unknown_and_uppercase_fields_ignored", b"foo: bar\nDATA: y\ndata: x\n\n", [(M, "x")]),
+    ("only_one_space_removed", b"data:  x\ndata:\ty\n\n", [(M, " x\n\ty")]),
+    ("colons_in_value_kept", b"data: a: b:c\n\n", [(M, "a: b:c")]),
+    ("field_without_colon_is_empty", b"data\ndata: x\n\n", [(M, "\nx")]),
+    ("empty_data_line_dispatched", b"data:\n\n", [(M, "")]),
+    # The end of the stream.
+    ("unterminated_trailing_event", b"data: x\n\ndata: y\n", [(M, "x")]),
+    ("unterminated_trailing_line", b"data: x\n\ndata: y", [(M, "x")]),
+    ("empty_stream", b"", []),
+    ("blank_lines_only", b"\n\n\r\n\r\r", []),
+    ("openai_frames", sse({"a": 1}, DONE), [(M, '{"a":1}'), (M, "[DONE]")]),
+]
+
+
+def replay_whole(wire: bytes) -> Any:
+    yield [wire]
+
+
+def replay_every_split(wire: bytes) -> Any:
+    for i in range(1, len(wire)):
+        yield [wire[:i], wire[i:]]
+
+
+def replay_bytewise(wire: bytes) -> Any:
+    yield [wire[i : i + 1] for i in range(len(wire))]
+
+
+def replay_bytewise_with_empty_feeds(wire: bytes) -> Any:
+    yield [piece for i in range(len(wire)) for piece in (wire[i : i + 1], b"")]
+
+
+@pytest.mark.parametrize("wire, expected", [pytest.param(w, e, id=n) for n, w, e in SSE_CASES])
+@pytest.mark.parametrize(
+    "replay", [replay_whole, replay_every_split, replay_bytewise, replay_bytewise_with_empty_feeds]
+)
+def test_decoder(wire, expected, replay):
+    assert reference_sse(wire) == expected  # the oracle agrees with the spec examples
+    for chunks in replay(wire):
+        assert pairs(decode(chunks)) == expected, chunks
+
+
+def test_decoder_fields_on_the_event():
+    [ev] = decode([b"id: 42\nretry: 3000\nevent: tick\ndata: x\n\n"])
+    assert (ev.event, ev.data, ev.id, str(ev.retry)) == ("tick", "x", "42", "3000")
+    [ev] = decode([b"data: x\n\n"])
+    assert ev.event == "message"
+
+
+@pytest.mark.parametrize(
+    "wire", [b"data: a\n\n", b"data: a\r\r", b"data: a\r\n\r", b"data: a\n\r", b"data: a\r\n\n"]
+)
+def test_decoder_dispatches_on_the_terminating_byte(wire):
+    # A CR may end the event; waiting to see whether an LF follows would be
+    # added latency.
+    decoder = ls._SSEDecoder()
+    assert decoder.feed(wire[:-1]) == []
+    assert pairs(decoder.feed(wire[-1:])) == [(M, "a")]
+
+
+SSE_TOKENS = [
+    b"data", b"event", b"id", b"retry", b":", b": ", b" ", b"x", b'{"k":1}',
+    b"\r", b"\n", b"\r\n", "é".encode(), "😀".encode(), "\u2028".encode(),
+    b"\xff", b"\xc3", b"\xef\xbb\xbf",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    wire=st.lists(st.sampled_from(SSE_TOKENS), max_size=60).map(b"".join),
+    cuts=st.lists(st.integers(0, 10_000), max_size=8),
+)
+@example(wire=b"data: a\r\ndata: b\r\n\r\n", cuts=[8, 8])  # an empty read between CR and LF
+def test_decoder_any_split_gives_the_same_events(wire, cuts):
+    cuts = sorted(c % (len(wire) + 1) for c in cuts)
+    chunks = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)])]
+    whole = pairs(decode([wire]))
+    assert pairs(decode(chunks)) == whole
+    assert whole == reference_sse(wire)
+
+
+@pytest.mark.parametrize(
+    "wire, size",
+    [
+        pytest.param(b"data: " + b"x" * 5_000_000 + b"\n\n", 5_000_000, id="one_5MB_line"),
+        pytest.param(
+            b"data: " + b"y" * 94 + b"\n" + (b"data: " + b"y" * 94 + b"\n") * 49_999 + b"\n",
+            50_000 * 95 - 1,
+            id="50k_data_lines",
+        ),
+    ],
+)
+def test_decoder_is_linear_time(wire, size):
+    decoder = ls._SSEDecoder()
+    events = []
+    start = time.perf_counter()
+    for i in range(0, len(wire), 4096):
+        events.extend(decoder.feed(wire[i : i + 4096]))
+        elapsed = time.perf_counter() - start
+        assert elapsed < 3.0, f"{elapsed:.2f}s for the first {i} of {len(wire)} bytes"
+    assert [len(e.data) for e in events] == [size]
+
+
+# --------------------------------------------------------------------------
+# Streaming end to end: text, events, completion
+# --------------------------------------------------------------------------
+
+
+def test_stream_chat_yields_deltas_and_returns_the_completion(server, provider):
+    server.script(Reply(pieces(*TEXT_USAGE)))
+    texts, completion = drain(provider.stream_chat("hi"))
+    assert texts == TEXT_DELTAS
+    assert isinstance(completion, ls.Completion)
+    assert completion.text == str(completion) == "Hello, world!"
+
+
+def test_stream_events_end_with_done(server, provider):
+    server.script(Reply(pieces(*TEXT_USAGE)))
+    events = list(provider.stream_events("hi"))
+    assert [e.type for e in events] == ["text"] * 4 + ["usage", "done"]
+    assert [e.text for e in events[:4]] == TEXT_DELTAS
+    assert events[0].raw["choices"][0]["delta"]["content"] == "Hel"
+    assert events[4].usage == USAGE_OBJ
+    assert events[-1].completion.text == "Hello, world!"
+    with pytest.raises(FrozenInstanceError):
+        events[0].text = "changed"
+
+
+def test_chat_returns_the_completion(server, provider):
+    server.script(Reply(pieces(*TEXT_USAGE)))
+    completion = provider.chat("hi")
+    assert (completion.text, completion.finish_reason, completion.stop_reason) == (
+        "Hello, world!",
+        "stop",
+        "stop",
+    )
+    assert completion.usage == USAGE_OBJ
+    assert (completion.id, completion.model, completion.provider) == (ID, MODEL, "openai")
+    assert isinstance(completion.ttft, float) and isinstance(completion.elapsed, float)
+    assert 0 <= completion.ttft <= completion.elapsed
+    assert completion.retries == 0
+    assert not completion.tool_calls and not completion.refusal
+    assert completion.message["role"] == "assistant"
+    assert completion.message["content"] == "Hello, world!"
+    assert not completion.message.get("tool_calls")  # OpenAI rejects "tool_calls": []
+
+
+def test_no_usage_reported_gives_none(server, provider):
+    server.script(Reply(pieces(*TEXT)))
+    assert provider.chat("hi").usage is None
+
+
+@pytest.mark.parametrize(
+    "transcript", [REASONING_CONTENT, REASONING], ids=["reasoning_content", "reasoning"]
+)
+def test_reasoning(server, provider, transcript):
+    server.script(Reply(pieces(*transcript)))
+    texts, completion = drain(provider.stream_chat("hi"))
+    assert texts == ["42"]  # reasoning is not text
+    assert (completion.reasoning, completion.text) == ("Let me think.", "42")
+    events = list(provider.stream_events("hi"))
+    assert [e.text for e in events if e.type == "reasoning"] == ["Let me ", "think."]
+
+
+def test_refusal(server, provider):
+    server.script(Reply(pieces(*REFUSAL)))
+    completion = provider.chat("hi")
+    assert completion.refusal == "I'm sorry, I can't help with that."
+    assert completion.text == ""
+
+
+@pytest.mark.parametrize(
+    "transcript, expected",
+    [
+        pytest.param(TOOLS_PARALLEL, [WEATHER, TIME], id="parallel_interleaved"),
+        pytest.param(TOOLS_REPEATED_ID, [WEATHER], id="repeated_id"),
+        pytest.param(TOOLS_NO_INDEX, [WEATHER, TIME], id="no_index"),
+        pytest.param(
+            TOOLS_SPLIT_ESCAPE,
+            [ls.ToolCall(id="call_a", name="get_weather", arguments='{"city": "Orl\\u00e9ans"}')],
+            id="split_in_escape",
+        ),
+    ],
+)
+def test_tool_calls(server, provider, transcript, expected):
+    server.script(Reply(pieces(*transcript)))
+    completion = provider.chat("hi", tools=TOOLS)
+    assert list(completion.tool_calls) == expected
+    assert completion.finish_reason == "tool_calls"
+    assert completion.message["tool_calls"] == [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in expected
+    ]
+
+
+def test_tool_call_args():
+    assert WEATHER.args == {"city": "Paris"}
+    assert ls.ToolCall(id="c", name="f", arguments='{"city": "Orl\\u00e9ans"}').args == {
+        "city": "Orléans"
+    }
+    broken = ls.ToolCall(id="call_a", name="get_weather", arguments='{"city": ')
+    with pytest.raises(ValueError, match="get_weather"):
+        _ = broken.args
+
+
+def test_tool_call_events_keep_parallel_calls_apart(server, provider):
+    server.script(Reply(pieces(*TOOLS_PARALLEL)))
+    fragments: Dict[int, List[Any]] = {}
+    for ev in provider.stream_events("hi"):
+        if ev.type == "tool_call":
+            fragments.setdefault(ev.index, []).append(ev)
+    assert sorted(fragments) == [0, 1]
+    assert (fragments[0][0].id, fragments[0][0].name) == ("call_a", "get_weather")
+    assert (fragments[1][0].id, fragments[1][0].name) == ("call_b", "get_time")
+    assert "".join(e.arguments or "" for e in fragments[0]) == WEATHER.arguments
+    assert "".join(e.arguments or "" for e in fragments[1]) == TIME.arguments
+
+
+def test_completion_message_continues_a_tool_loop(server, provider):
+    server.script(Reply(pieces(*TOOLS_PARALLEL)), Reply(pieces(*TEXT)))
+    messages: List[Any] = [{"role": "user", "content": "Weather and time in Paris?"}]
+    first = provider.chat(messages, tools=TOOLS)
+    messages.append(first.message)
+    for call in first.tool_calls:
+        messages.append({"role": "tool", "tool_call_id": call.id, "content": "18C, 14:00"})
+    assert provider.chat(messages, tools=TOOLS).text == "Hello, world!"
+    sent = server.requests[1].json["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "tool"]
+    assert [c["id"] for c in sent[1]["tool_calls"]] == ["call_a", "call_b"]
+    assert sent[2] == {"role": "tool", "tool_call_id": "call_a", "content": "18C, 14:00"}
+
+
+@pytest.mark.parametrize(
+    "raw, normalised",
+    [
+        ("stop", "stop"),
+        ("length", "length"),
+        ("content_filter", "content_filter"),
+        ("tool_calls", "tool_calls"),
+        ("something_new", "other"),
+    ],
+)
+def test_finish_reason(server, provider, raw, normalised):
+    server.script(Reply(pieces(ROLE, text("Hi"), finish(raw), DONE)))
+    completion = provider.chat("hi")
+    assert (completion.finish_reason, completion.stop_reason) == (normalised, raw)
+
+
+def test_n_greater_than_one_completes_choice_zero(server, provider):
+    server.script(Reply(pieces(*N2)))
+    texts, completion = drain(provider.stream_chat("hi", n=2))
+    assert texts == ["A", "B"]
+    assert (completion.text, completion.finish_reason) == ("AB", "stop")
+
+
+def test_json_completion_is_a_one_chunk_stream(server, provider):
+    body = json.dumps(FULL_COMPLETION).encode()
+    server.script(Reply([body], headers={"Content-Type": "application/json"}, framing="length"))
+    texts, completion = drain(provider.stream_chat("hi"))
+    assert texts == ["Hi"]
+    assert (completion.text, completion.finish_reason, completion.id) == (
+        "Hi",
+        "stop",
+        "chatcmpl-full",
+    )
+    usage = completion.usage
+    assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (5, 1, 6)
+
+
+# --------------------------------------------------------------------------
+# Transport: framings, awkward splits, no added latency
+# --------------------------------------------------------------------------
+
+
+def bytewise(data: bytes) -> List[bytes]:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(pieces(*TEXT_UNICODE), id="per_frame"),
+        pytest.param([sse(*TEXT_UNICODE)], id="one_piece"),
+        pytest.param(bytewise(sse(*TEXT_UNICODE)), id="bytewise"),
+        pytest.param(
+            bytewise(sse(*TEXT_UNICODE, eol="\r\n").replace(b"data: ", b"data:")),
+            id="bytewise_crlf_no_space",
+        ),
+    ],
+)
+@pytest.mark.parametrize("framing", FRAMINGS)
+def test_awkward_splits_every_framing(server, provider, framing, body):
+    server.script(Reply(body, framing=framing))
+    texts, completion = drain(provider.stream_chat("hi"))
+    assert texts == TEXT_UNICODE_DELTAS
+    assert completion.text == "".join(TEXT_UNICODE_DELTAS)
+
+
+@pytest.mark.parametrize("framing", FRAMINGS)
+def test_each_event_arrives_before_the_next_bytes_are_sent(server, provider, framing):
+    # The server sends "Hel", then sends nothing more until the test has it.
+    # A client that held the event back would wait for bytes that never come
+    # (the server gives up after GATE_TIMEOUT and hangs up).
+    got_first = threading.Event()
+    server.script(
+        Reply([sse(ROLE, text("Hel")), got_first, sse(text("lo"), finish(), DONE)], framing=framing)
+    )
+    gen = provider.stream_chat("hi")
+    assert next(gen) == "Hel"
+    got_first.set()
+    rest, completion = drain(gen)
+    assert (rest, completion.text, server.gate_timeouts) == (["lo"], "Hello", 0)
+
+
+def test_charset_in_content_type_is_ignored(server, provider):
+    server.script(
+        Reply(
+            pieces(ROLE, text("é"), finish(), DONE),
+            headers={"Content-Type": "text/event-stream; charset=latin-1"},
+        )
+    )
+    assert drain(provider.stream_chat("hi"))[0] == ["é"]
+
+
+# --------------------------------------------------------------------------
+# The request on the wire
+# --------------------------------------------------------------------------
+
+
+def test_request_defaults(server, provider):
+    provider.chat("hi", model="gpt-test")
+    [request] = server.requests
+    assert (request.method, request.path) == ("POST", "/v1/chat/completions")
+    assert request.headers["authorization"] == "Bearer sk-test"
+    assert request.headers["content-type"].startswith("application/json")
+    body = request.json
+    assert body["model"] == "gpt-test"
+    assert body["messages"] == [{"role": "user", "content": "hi"}]
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+
+
+def test_include_usage_false_sends_no_stream_options(server, provider):
+    provider.chat("hi", include_usage=False)
+    assert "stream_options" not in server.requests[0].json
+
+
+def test_options_are_sent_and_unknown_keywords_pass_through(server, provider):
+    provider.chat(
+        "hi",
+        model="m",
+        system="Be brief.",
+        max_tokens=50,
+        temperature=0.2,
+        stop=["\n\n"],
+        tools=TOOLS,
+        tool_choice="auto",
+        seed=7,
+        top_k=3,
+    )
+    body = server.requests[0].json
+    assert body["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "hi"},
+    ]
+    sent = {
+        k: body.get(k)
+        for k in ("max_tokens", "temperature", "stop", "tools", "tool_choice", "seed", "top_k")
+    }
+    assert sent == {
+        "max_tokens": 50,
+        "temperature": 0.2,
+        "stop": ["\n\n"],
+        "tools": TOOLS,
+        "tool_choice": "auto",
+        "seed": 7,
+        "top_k": 3,
+    }
+
+
+def test_message_list_is_sent_as_given(server, provider):
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Joke?"},
+    ]
+    provider.chat(messages)
+    assert server.requests[0].json["messages"] == messages
+
+
+def test_constructor_model_and_headers(server):
+    p = ls.OpenAI(
+        api_key="sk-test", base_url=server.url, model="ctor-model",
+        headers={"X-Trace": "t1"}, max_retries=0, timeout=5,
+    )  # fmt: skip
+    p.chat("hi")
+    p.chat("hi", model="call-model")
+    assert [r.json["model"] for r in server.requests] == ["ctor-model", "call-model"]
+    assert server.requests[0].headers["x-trace"] == "t1"
+
+
+def test_key_is_optional_for_a_server_you_run(server):
+    p = ls.OpenAI(base_url=server.url, max_retries=0, timeout=5)
+    assert p.chat("hi").text == "Hello, world!"
+    assert "None" not in server.requests[0].headers.get("authorization", "")
+
+
+# --------------------------------------------------------------------------
+# Errors in the stream, truncation, garbage
+# --------------------------------------------------------------------------
+
+IN_STREAM_ERRORS = [
+    pytest.param(
+        {"error": {"message": "The server had an error processing your request.",
+                   "type": "server_error", "param": None, "code": None}},
+        ls.ServerError, id="openai_server_error",
+    ),
+    pytest.param(
+        {"error": {"message": "Rate limit reached for gpt-4o-mini.",
+                   "type": "rate_limit_exceeded", "param": None, "code": "rate_limit_exceeded"}},
+        ls.RateLimitError, id="openai_rate_limit",
+    ),
+    pytest.param(
+        {"error": {"message": "Too many requests, slow down.", "code": 429}},
+        ls.RateLimitError, id="code_429",
+    ),
+    pytest.param(
+        {"object": "error", "message": "This model's maximum context length is 4096 tokens.",
+         "type": "BadRequestError", "param": None, "code": 400},
+        ls.BadRequestError, id="vllm_object_error",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("payload, error", IN_STREAM_ERRORS)
+def test_in_stream_error_is_typed_with_partial(server, provider, payload, error):
+    server.script(Reply(pieces(ROLE, text("Hel"), payload, DONE)))
+    with pytest.raises(error) as info:
+        provider.chat("hi")
+    message = payload.get("error", payload)["message"]
+    assert message in str(info.value)
+    assert info.value.partial.text == "Hel"
+
+
+@pytest.mark.parametrize("framing", FRAMINGS)
+def test_stream_ending_without_done_or_finish_is_incomplete(server, provider, framing):
+    server.script(Reply(pieces(ROLE, text("Hel"), text("lo")), framing=framing))
+    gen = provider.stream_chat("hi")
+    assert next(gen) == "Hel" and next(gen) == "lo"
+    with pytest.raises(ls.IncompleteStreamError) as info:
+        next(gen)
+    assert info.value.partial.text == "Hello"
+
+
+@pytest.mark.parametrize("framing", FRAMINGS)
+def test_finish_reason_without_done_is_complete(server, provider, framing):
+    server.script(Reply(pieces(ROLE, text("Hel"), finish("stop")), framing=framing))
+    assert provider.chat("hi").text == "Hel"
+
+
+@pytest.mark.parametrize(
+    "framing, body",
+    [
+        ("chunked", [*pieces(ROLE, text("Hel")), Raw(b'80\r\ndata: {"id')]),
+        ("gzip", pieces(ROLE, text("Hel"))),
+        ("length", pieces(ROLE, text("Hel"))),
+    ],
+)
+def test_connection_dropped_mid_body(server, provider, framing, body):
+    server.script(Reply(body, framing=framing, abort=True))
+    with pytest.raises(ls.LLMStreamerError) as info:
+        provider.chat("hi")
+    assert isinstance(info.value, (ls.IncompleteStreamError, ls.APIConnectionError))
+    assert info.value.partial.text == "Hel"
+
+
+@pytest.mark.parametrize("payload", ["{not json", "<html>", "42"])
+def test_non_json_data_is_an_api_error(server, provider, payload):
+    server.script(Reply(pieces(ROLE, text("Hel"), f"data: {payload}\n\n", DONE)))
+    with pytest.raises(ls.APIError) as info:
+        provider.chat("hi")
+    assert not isinstance(info.value, json.JSONDecodeError)
+    assert info.value.status is None
+    assert info.value.partial.text == "Hel"
+
+
+def test_stall_raises_timeout_with_partial(server):
+    p = ls.OpenAI(api_key="sk-test", base_url=server.url, max_retries=0, timeout=1)
+    server.script(Reply(pieces(ROLE, text("Hel")), hold=True))
+    start = time.monotonic()
+    with pytest.raises(ls.APITimeoutError) as info:
+        p.chat("hi")
+    assert time.monotonic() - start < 4
+    assert isinstance(info.value, ls.APIConnectionError)
+    assert info.value.partial.text == "Hel"
+
+
+def test_connection_refused(provider):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = ls.OpenAI(
+        api_key="sk-test", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0, timeout=5
+    )
+    with pytest.raises(ls.APIConnectionError):
+        p.chat("hi")
+
+
+# --------------------------------------------------------------------------
+# HTTP errors and keeping the key secret
+# --------------------------------------------------------------------------
+
+SECRET = "sk-test-SECRET-0123456789abcdef"
+
+
+def json_error(status: int, message: str, **headers: str) -> Reply:
+    body = {
+        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+    }
+    return Reply(
+        [json.dumps(body).encode()],
+        status=status,
+        headers={"Content-Type": "application/json", **headers},
+        framing="length",
+    )
+
+
+@pytest.mark.parametrize(
+    "status, error",
+    [
+        (400, ls.BadRequestError), (413, ls.BadRequestError), (422, ls.BadRequestError),
+        (401, ls.AuthenticationError), (403, ls.PermissionDeniedError),
+        (404, ls.NotFoundError), (429, ls.RateLimitError),
+        (500, ls.ServerError), (503, ls.ServerError), (529, ls.ServerError),
+    ],
+)  # fmt: skip
+def test_http_error_status_maps_to_class(server, status, error):
+    p = ls.OpenAI(api_key=SECRET, base_url=server.url, max_retries=0, timeout=5)
+    server.script(
+        json_error(status, "The model 'gpt-9' does not exist", **{"x-request-id": "req_7f3a"})
+    )
+    with pytest.raises(error) as info:
+        p.chat("hi")
+    exc = info.value
+    assert "The model 'gpt-9' does not exist" in str(exc)
+    assert exc.status == status
+    assert "gpt-9" in str(exc.body)
+    assert exc.request_id == "req_7f3a"
+    assert isinstance(exc.partial, ls.Completion)
+    assert "SECRET" not in str(exc) + repr(exc) + repr(p)
+
+
+def test_html_proxy_error_page(provider, server):
+    page = NGINX_502 + "<!-- padding -->" * 5000
+    server.script(
+        Reply([page.encode()], status=502, headers={"Content-Type": "text/html"}, framing="length")
+    )
+    with pytest.raises(ls.ServerError) as info:
+        provider.chat("hi")
+    assert "502 Bad Gateway" in str(info.value)
+    assert len(str(info.value)) < 2000  # the first part of the page, not all of it
+
+
+def test_key_never_in_errors_tracebacks_or_logs(server, caplog):
+    caplog.set_level(logging.DEBUG)
+    p = ls.OpenAI(api_key=SECRET, base_url=server.url, max_retries=0, timeout=5)
+    assert "SECRET" not in repr(p)
+    raised = []
+    for reply in (
+        json_error(401, "Incorrect API key provided."),
+        Reply(pieces(ROLE, text("Hel")), framing="close"),
+        Reply(pieces(ROLE, text("Hel"), "data: {not json\n\n")),
+    ):
+        server.script(reply)
+        with pytest.raises(ls.LLMStreamerError) as info:
+            p.chat("hi")
+        raised.append(info.value)
+    for exc in raised:
+        shown = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        assert "SECRET" not in str(exc) + repr(exc) + shown
+    assert "SECRET" not in caplog.text
+
+
+def test_key_echoed_by_the_server_is_not_repeated(server):
+    # A misbehaving proxy may echo the key back; the message must not carry it.
+    p = ls.OpenAI(api_key=SECRET, base_url=server.url, max_retries=0, timeout=5)
+    server.script(json_error(401, f"Incorrect API key provided: {SECRET}."))
+    with pytest.raises(ls.AuthenticationError) as info:
+        p.chat("hi")
+    assert "SECRET" not in str(info.value) + repr(info.value)
+
+
+@pytest.mark.parametrize("status", [302, 307])
+def test_redirect_is_not_followed(serve, status):
+    first, other = serve(), serve()
+    location = f"{other.url}/chat/completions"
+    first.script(Reply([b""], status=status, headers={"Location": location}, framing="length"))
+    p = ls.OpenAI(api_key=SECRET, base_url=first.url, max_retries=0, timeout=5)
+    with pytest.raises(ls.APIError) as info:
+        p.chat("hi")
+    assert location in str(info.value)
+    assert other.connections == 0
+
+
+# --------------------------------------------------------------------------
+# Cancellation
+# --------------------------------------------------------------------------
+
+
+def cancel_by_break(p: Any) -> None:
+    for _ in p.stream_chat("hi"):
+        break
+
+
+def cancel_by_close(p: Any) -> None:
+    gen = p.stream_chat("hi")
+    next(gen)
+    gen.close()
+
+
+def cancel_by_gc(p: Any) -> None:
+    gen = p.stream_chat("hi")
+    next(gen)
+    del gen
+    gc.collect()
+
+
+def cancel_events_by_break(p: Any) -> None:
+    for _ in p.stream_events("hi"):
+        break
+
+
+@pytest.mark.parametrize(
+    "cancel", [cancel_by_break, cancel_by_close, cancel_by_gc, cancel_events_by_break]
+)
+def test_cancellation_closes_the_connection(server, provider, cancel):
+    server.script(Reply(pieces(ROLE, text("Hel")), hold=True), Reply(pieces(*TEXT)))
+    cancel(provider)
+    assert server.client_closed.wait(2), "the server never saw the connection close"
+    assert provider.chat("hi").text == "Hello, world!"
+
+
+# --------------------------------------------------------------------------
+# Bad input, raised at the call before any network I/O
+# --------------------------------------------------------------------------
+
+CALLS = ["stream_chat", "stream_events", "chat"]
+
+
+@pytest.mark.parametrize("method", CALLS)
+@pytest.mark.parametrize(
+    "messages, error",
+    [
+        pytest.param(42, TypeError, id="int"),
+        pytest.param({"role": "user", "content": "hi"}, TypeError, id="bare_dict"),
+        pytest.param(["hi"], TypeError, id="list_of_str"),
+        pytest.param([{"role": "wizard", "content": "hi"}], ValueError, id="unknown_role"),
+    ],
+)
+def test_bad_messages_fail_at_the_call(server, provider, method, messages, error):
+    with pytest.raises(error):
+        getattr(provider, method)(messages)
+    assert server.connections == 0
+
+
+@pytest.mark.parametrize("method", CALLS)
+def test_unknown_provider_lists_the_valid_ones(method):
+    with pytest.raises(ValueError, match="anthropic, gemini, openai"):
+        getattr(ls, method)("hi", provider="gemni")
+
+
+@pytest.mark.parametrize("method", CALLS)
+def test_missing_key_for_a_hosted_api(method):
+    p = ls.OpenAI(max_retries=0, timeout=5)
+    with pytest.raises(ls.AuthenticationError, match="OPENAI_API_KEY"):
+        getattr(p, method)("hi")
+
+
+# --------------------------------------------------------------------------
+# Module-level API and default instances
+# --------------------------------------------------------------------------
+
+
+def use_env(
+    monkeypatch: Any, server: Server, key: str = "sk-env", model: str = "env-model"
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    monkeypatch.setenv("OPENAI_MODEL", model)
+
+
+def test_default_instance_reads_env_at_call_time(server, monkeypatch):
+    use_env(monkeypatch, server, "sk-env-1", "env-model-1")
+    assert ls.openai.chat("hi").text == "Hello, world!"
+    use_env(monkeypatch, server, "sk-env-2", "env-model-2")
+    ls.openai.chat("hi")
+    ls.openai.chat("hi", model="arg-model")
+    assert [(r.headers["authorization"], r.json["model"]) for r in server.requests] == [
+        ("Bearer sk-env-1", "env-model-1"),
+        ("Bearer sk-env-2", "env-model-2"),
+        ("Bearer sk-env-2", "arg-model"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: drain(ls.stream_chat("hi", provider="openai"))[1],
+        lambda: list(ls.stream_events("hi", provider="openai"))[-1].completion,
+        lambda: ls.chat("hi", provider="openai"),
+        lambda: ls.chat("hi"),
+    ],
+    ids=["stream_chat", "stream_events", "chat", "chat_default_provider"],
+)
+def test_module_level_functions(server, monkeypatch, call):
+    use_env(monkeypatch, server)
+    assert call().text == "Hello, world!"
+    assert server.requests[0].json["model"] == "env-model"
+
+
+def test_llm_provider_env(server, monkeypatch):
+    use_env(monkeypatch, server)
+    monkeypatch.setenv("LLM_PROVIDER", "openai")
+    assert ls.chat("hi").provider == "openai"
+    monkeypatch.setenv("LLM_PROVIDER", "gemni")
+    with pytest.raises(ValueError, match="anthropic, gemini, openai"):
+        ls.chat("hi")
+
+
+# --------------------------------------------------------------------------
+# Retries (before the first delta only) and callbacks
+# --------------------------------------------------------------------------
+
+
+def test_retry_before_first_delta(server):
+    p = ls.OpenAI(api_key="sk-test", base_url=server.url, max_retries=1, timeout=5)
+    server.script(json_error(503, "overloaded", **{"Retry-After": "0"}), Reply(pieces(*TEXT)))
+    completion = p.chat("hi")
+    assert (completion.text, completion.retries, len(server.requests)) == ("Hello, world!", 1, 2)
+
+
+def test_in_stream_error_before_any_content_is_retried(server):
+    p = ls.OpenAI(api_key="sk-test", base_url=server.url, max_retries=1, timeout=5)
+    overloaded = {"error": {"message": "overloaded", "type": "server_error"}}
+    server.script(Reply(pieces(ROLE, overloaded)), Reply(pieces(*TEXT)))
+    completion = p.chat("hi")
+    assert (completion.text, completion.retries, len(server.requests)) == ("Hello, world!", 1, 2)
+
+
+def test_no_retry_after_a_delta(server):
+    p = ls.OpenAI(api_key="sk-test", base_url=server.url, max_retries=2, timeout=5)
+    error = {"error": {"message": "overloaded", "type": "server_error"}}
+    server.script(Reply(pieces(ROLE, text("Hel"), error)), Reply(pieces(*TEXT)))
+    with pytest.raises(ls.ServerError) as info:
+        p.chat("hi")
+    assert info.value.partial.text == "Hel"
+    assert len(server.requests) == 1
+
+
+def test_retry_after_beyond_the_cap_raises_at_once(server):
+    p = ls.OpenAI(api_key="sk-test", base_url=server.url, max_retries=2, timeout=5)
+    server.script(json_error(429, "slow down", **{"Retry-After": "3600"}))
+    start = time.monotonic()
+    with pytest.raises(ls.RateLimitError) as info:
+        p.chat("hi")
+    assert time.monotonic() - start < 3
+    assert info.value.retry_after == 3600
+    assert len(server.requests) == 1
+
+
+def test_callbacks_finish(server, provider):
+    server.script(Reply(pieces(*REASONING_CONTENT)))
+    seen: List[Any] = []
+    result = ls.stream_with_callbacks(
+        provider.stream_events("hi"),
+        on_content=lambda t: seen.append(("content", t)),
+        on_reasoning=lambda t: seen.append(("reasoning", t)),
+        on_finish=lambda c: seen.append(("finish", c.text)),
+        on_error=lambda e: seen.append(("error", e)),
+    )
+    assert seen == [
+        ("reasoning", "Let me "),
+        ("reasoning", "think."),
+        ("content", "42"),
+        ("finish", "42"),
+    ]
+    assert result.text == "42"
+
+
+def test_callbacks_error(server, provider):
+    server.script(
+        Reply(pieces(ROLE, text("Hel"), {"error": {"message": "boom", "type": "server_error"}}))
+    )
+    errors: List[Any] = []
+    finished: List[Any] = []
+    result = ls.stream_with_callbacks(
+        provider.stream_events("hi"), on_finish=finished.append, on_error=errors.append
+    )
+    assert result is None and finished == []
+    [exc] = errors
+    assert isinstance(exc, ls.ServerError) and exc.partial.text == "Hel"
+    with pytest.raises(ls.ServerError):
+        ls.stream_with_callbacks(provider.stream_events("hi"), on_finish=finished.append)
+
+
+def test_exception_in_callback_propagates_and_closes_the_stream(server, provider):
+    server.script(Reply(pieces(ROLE, text("Hel")), hold=True))
+
+    def on_content(text: str) -> None:
+        raise KeyError("from the callback")
+
+    with pytest.raises(KeyError, match="from the callback"):
+        ls.stream_with_callbacks(
+            provider.stream_events("hi"), on_content=on_content, on_error=lambda exc: None
+        )
+    assert server.client_closed.wait(2)
+
+
+# --------------------------------------------------------------------------
+# Stalls
+# --------------------------------------------------------------------------
+
+
+def test_stall_timeout_with_keepalives(server):
+    # Keep-alives reset the read timeout, so only a stall limit catches this.
+    p = ls.OpenAI(
+        api_key="sk-test", base_url=server.url, max_retries=0, timeout=5, stall_timeout=0.5
+    )
+    keepalives = [0.1, b": keep-alive\n\n"] * 30
+    server.script(Reply([*pieces(ROLE, text("Hel")), *keepalives], hold=True))
+    start = time.monotonic()
+    with pytest.raises(ls.APITimeoutError) as info:
+        p.chat("hi")
+    assert time.monotonic() - start < 2.5
+    assert info.value.partial.text == "Hel"
+
+
+# --------------------------------------------------------------------------
+# Memory
+# --------------------------------------------------------------------------
+
+
+def test_memory_does_not_grow_per_event(server, provider):
+    n = 20_000
+    body = (
+        sse(ROLE)
+        + sse({"choices": [{"index": 0, "delta": {"content": "x"}}]}) * n
+        + sse(finish(), DONE)
+    )
+    server.script(Reply([body], framing="length"))
+    gen = provider.stream_chat("hi")
+    for _ in range(n // 2):
+        next(gen)
+    tracemalloc.start()
+    try:
+        for _ in range(n // 4):
+            next(gen)
+        middle = tracemalloc.get_traced_memory()[0]
+        for _ in range(n // 4):
+            next(gen)
+        end = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    _, completion = drain(gen)
+    assert len(completion.text) == n
+    assert end - middle < 200_000, f"{(end - middle) / (n // 4):.0f} bytes kept per event"
+
+
+# --------------------------------------------------------------------------
+# Public surface
+# --------------------------------------------------------------------------
+
+PUBLIC = {
+    "__version__",
+    "OpenAI", "Anthropic", "Gemini", "openai", "anthropic", "gemini",
+    "stream_chat", "stream_events", "chat", "stream_with_callbacks",
+    "Event", "Completion", "ToolCall", "Usage",
+    "LLMStreamerError", "APIError", "BadRequestError", "AuthenticationError",
+    "PermissionDeniedError", "NotFoundError", "RateLimitError", "ServerError",
+    "APIConnectionError", "APITimeoutError", "IncompleteStreamError",
+}  # fmt: skip
+
+
+def shape(fn: Any) -> List[Any]:
+    return [(p.name, p.kind.name, p.default) for p in inspect.signature(fn).parameters.values()]
+
+
+def test_public_names_and_signatures():
+    assert set(ls.__all__) - {"__version__"} == PUBLIC - {"__version__"}
+    assert all(hasattr(ls, name) for name in ls.__all__)
+    assert isinstance(ls.__version__, str)
+
+    init = inspect.signature(ls.OpenAI.__init__).parameters
+    documented, extra = shape(ls.OpenAI.__init__)[:8], shape(ls.OpenAI.__init__)[8:]
+    assert documented == [
+        ("self", "POSITIONAL_OR_KEYWORD", inspect.Parameter.empty),
+        ("api_key", "POSITIONAL_OR_KEYWORD", None),
+        ("base_url", "KEYWORD_ONLY", None),
+        ("model", "KEYWORD_ONLY", None),
+        ("headers", "KEYWORD_ONLY", None),
+        ("timeout", "KEYWORD_ONLY", init["timeout"].default),
+        ("max_retries", "KEYWORD_ONLY", 2),
+        ("session", "KEYWORD_ONLY", None),
+    ]
+    assert init["timeout"].default is not None  # never wait forever by default
+    # Options beyond DESIGN.md may follow, keyword-only with a default.
+    assert all(
+        kind == "KEYWORD_ONLY" and default is not inspect.Parameter.empty
+        for _, kind, default in extra
+    ), extra
+    for method in (ls.OpenAI.stream_chat, ls.OpenAI.stream_events, ls.OpenAI.chat):
+        assert shape(method) == [
+            ("self", "POSITIONAL_OR_KEYWORD", inspect.Parameter.empty),
+            ("messages", "POSITIONAL_OR_KEYWORD", inspect.Parameter.empty),
+            ("model", "POSITIONAL_OR_KEYWORD", None),
+            ("options", "VAR_KEYWORD", inspect.Parameter.empty),
+        ]
+    for function in (ls.stream_chat, ls.stream_events, ls.chat):
+        params = inspect.signature(function).parameters
+        assert next(iter(params)) == "messages"
+        assert params["provider"].default is None
+        assert params["model"].default is None
+        assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    assert shape(ls.stream_with_callbacks) == [
+        ("events", "POSITIONAL_OR_KEYWORD", inspect.Parameter.empty),
+        *[
+            (name, "KEYWORD_ONLY", None)
+            for name in ("on_content", "on_reasoning", "on_tool_call", "on_finish", "on_error")
+        ],
+    ]
+
+
+@pytest.mark.parametrize(
+    "child, parent",
+    [
+        ("APIError", "LLMStreamerError"),
+        ("BadRequestError", "APIError"),
+        ("AuthenticationError", "APIError"),
+        ("PermissionDeniedError", "APIError"),
+        ("NotFoundError", "APIError"),
+        ("RateLimitError", "APIError"),
+        ("ServerError", "APIError"),
+        ("APIConnectionError", "LLMStreamerError"),
+        ("APITimeoutError", "APIConnectionError"),
+        ("IncompleteStreamError", "LLMStreamerError"),
+    ],
+)
+def test_error_tree(child, parent):
+    assert issubclass(getattr(ls, child), getattr(ls, parent))
+    assert issubclass(ls.LLMStreamerError, Exception)
+# --------------------------------------------------------------------------
+# Anthropic and Gemini transcripts (our own data, from the documented formats)
+# --------------------------------------------------------------------------
+
+
+def ant(kind: str, payload: dict, named: bool = True) -> str:
+    """One Anthropic SSE event; named=False leaves out the event: line."""
+    data = json.dumps({"type": kind, **payload}, separators=(",", ":"))
+    return (f"event: {kind}\n" if named else "") + f"data: {data}\n\n"
+
+
+def ant_message(usage: Any = None) -> dict:
+    return {"id": "msg_01XFDUDYJgAACzvnptvVoYEL", "type": "message", "role": "assistant",
+            "content": [], "model": "claude-sonnet-4-5-20250929", "stop_reason": None,
+            "stop_sequence": None,
+            "usage": usage or {"input_tokens": 25, "cache_creation_input_tokens": 7,
+                               "cache_read_input_tokens": 100, "output_tokens": 1}}
+
+
+def ant_start(usage: Any = None) -> str:
+    return ant("message_start", {"message": ant_message(usage)})
+
+
+def ant_block(index: int, block: dict) -> str:
+    return ant("content_block_start", {"index": index, "content_block": block})
+
+
+def ant_delta(index: int, delta: dict) -> str:
+    return ant("content_block_delta", {"index": index, "delta": delta})
+
+
+def ant_stop_block(index: int) -> str:
+    return ant("content_block_stop", {"index": index})
+
+
+def ant_end(reason: str = "end_turn", output_tokens: int = 15) -> str:
+    return ant("message_delta", {"delta": {"stop_reason": reason, "stop_sequence": None},
+                                 "usage": {"output_tokens": output_tokens}})
+
+
+ANT_STOP = ant("message_stop", {})
+ANT_PING = ant("ping", {})
+
+ANT_TEXT = (
+    ant_start(), ant_block(0, {"type": "text", "text": ""}), ANT_PING,
+    ant_delta(0, {"type": "text_delta", "text": "Hello"}),
+    ant_delta(0, {"type": "text_delta", "text": " wörld ✓"}),
+    ant_stop_block(0), ant_end(), ANT_STOP,
+)
+
+SIGNATURE = "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"
+ANT_THINKING = (
+    ant_start(),
+    ant_block(0, {"type": "thinking", "thinking": ""}),
+    ant_delta(0, {"type": "thinking_delta", "thinking": "Let me think"}),
+    ant_delta(0, {"type": "thinking_delta", "thinking": " about 2+2."}),
+    ant_delta(0, {"type": "signature_delta", "signature": SIGNATURE}),
+    ant_stop_block(0),
+    ant_block(1, {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"}),
+    ant_stop_block(1),
+    ant_block(2, {"type": "text", "text": ""}),
+    ant_delta(2, {"type": "text_delta", "text": "4"}),
+    ant_stop_block(2), ant_end(), ANT_STOP,
+)
+
+ANT_TOOLS = (
+    ant_start(),
+    ant_block(0, {"type": "text", "text": ""}),
+    ant_delta(0, {"type": "text_delta", "text": "Checking."}),
+    ant_stop_block(0),
+    ant_block(1, {"type": "tool_use", "id": "toolu_01A", "name": "get_weather", "input": {}}),
+    ant_delta(1, {"type": "input_json_delta", "partial_json": ""}),
+    ant_delta(1, {"type": "input_json_delta", "partial_json": '{"city": "Z\\u00fc'}),
+    ant_delta(1, {"type": "input_json_delta", "partial_json": 'rich"}'}),
+    ant_stop_block(1),
+    ant_block(2, {"type": "tool_use", "id": "toolu_01B", "name": "get_time", "input": {}}),
+    ant_delta(2, {"type": "input_json_delta", "partial_json": '{"tz": "CET"}'}),
+    ant_stop_block(2),
+    ant_end("tool_use"), ANT_STOP,
+)
+
+CITATION = {"type": "char_location", "cited_text": "The grass is green.",
+            "document_index": 0, "document_title": "Facts",
+            "start_char_index": 0, "end_char_index": 20}
+ANT_CITATIONS = (
+    ant_start(), ant_block(0, {"type": "text", "text": "", "citations": []}),
+    ant_delta(0, {"type": "citations_delta", "citation": CITATION}),
+    ant_delta(0, {"type": "text_delta", "text": "Grass is green."}),
+    ant_stop_block(0), ant_end(), ANT_STOP,
+)
+
+# Events a proxy stripped of their "event:" lines, plus a type from the future.
+ANT_UNNAMED = (
+    ant("message_start", {"message": ant_message()}, named=False),
+    ant("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}},
+        named=False),
+    ant("some_future_event", {"whatever": 1}),
+    ant("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "ok"}},
+        named=False),
+    ant("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}},
+        named=False),
+    ant("message_stop", {}, named=False),
+)
+
+ANT_CUT_TOOL = (
+    ant_start(),
+    ant_block(0, {"type": "tool_use", "id": "toolu_01C", "name": "write", "input": {}}),
+    ant_delta(0, {"type": "input_json_delta", "partial_json": '{"text": "a long ess'}),
+    ant_stop_block(0), ant_end("max_tokens"), ANT_STOP,
+)
+
+
+def gem(parts: Any = None, finish: Any = None, usage: Any = None, **top: Any) -> dict:
+    out: Dict[str, Any] = {"modelVersion": "gemini-2.5-flash", "responseId": "resp-7Xk", **top}
+    if parts is not None or finish is not None:
+        cand: Dict[str, Any] = {"content": {"parts": parts or [], "role": "model"}, "index": 0}
+        if finish:
+            cand["finishReason"] = finish
+        out["candidates"] = [cand]
+    if usage:
+        out["usageMetadata"] = usage
+    return out
+
+
+def gem_sse(*chunks: Any) -> bytes:
+    """Gemini frames with CRLF line ends, as the live API sends them."""
+    return sse(*chunks, eol="\r\n")
+
+
+GEM_USAGE = {"promptTokenCount": 8, "candidatesTokenCount": 12, "totalTokenCount": 41,
+             "thoughtsTokenCount": 21, "cachedContentTokenCount": 4}
+
+GEM_TEXT = (
+    gem([{"text": "Thinking it over", "thought": True}]),
+    gem([{"text": "Hello"}], usage={"promptTokenCount": 8, "totalTokenCount": 8}),
+    ": keep-alive\r\n\r\n",
+    gem([{"text": " there ✓"}], "STOP", GEM_USAGE),
+)
+
+GEM_TOOLS = (
+    gem([{"text": "Let me check."}]),
+    gem([{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}},
+          "thoughtSignature": "c2lnbmF0dXJl"},
+         {"functionCall": {"name": "get_time", "args": {"tz": "CET"}}}], "STOP", GEM_USAGE),
+)
+
+GEM_BLOCKED = (
+    {"promptFeedback": {"blockReason": "SAFETY", "safetyRatings": []},
+     "usageMetadata": {"promptTokenCount": 5, "totalTokenCount": 5},
+     "modelVersion": "gemini-2.5-flash"},
+)
+
+
+def offline(p: Any, chunks: Any) -> Any:
+    """A provider's parser on plain bytes (no socket): (events, completion)."""
+    events = list(p._events(chunks, ls._State(p.name, "m")))
+    return events[:-1], events[-1].completion
+
+
+def shape_of(events: Any) -> List[Any]:
+    return [(e.type, e.text, e.index, e.id, e.name, e.arguments, e.usage) for e in events]
+
+
+ANTHROPIC = ls.Anthropic(api_key="sk-ant-test")
+GEMINI = ls.Gemini(api_key="g-test")
+TRANSCRIPTS = [
+    (ANTHROPIC, "".join(ANT_TEXT).encode()),
+    (ANTHROPIC, "".join(ANT_THINKING).encode()),
+    (ANTHROPIC, "".join(ANT_TOOLS).encode()),
+    (ANTHROPIC, "".join(ANT_CITATIONS).encode()),
+    (ANTHROPIC, "".join(ANT_UNNAMED).encode()),
+    (GEMINI, gem_sse(*GEM_TEXT)),
+    (GEMINI, gem_sse(*GEM_TOOLS)),
+]
+
+
+@pytest.mark.parametrize("p, wire", TRANSCRIPTS)
+def test_provider_transcript_at_every_split(p, wire):
+    whole, done = offline(p, [wire])
+    for cut in range(1, len(wire)):
+        events, completion = offline(p, [wire[:cut], wire[cut:]])
+        assert shape_of(events) == shape_of(whole), cut
+        assert completion.text == done.text and completion.tool_calls == done.tool_calls
+    tiny, _ = offline(p, [wire[i:i + 7] for i in range(0, len(wire), 7)])
+    assert shape_of(tiny) == shape_of(whole)
+
+
+# --------------------------------------------------------------------------
+# Anthropic end to end
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def claude(server: Server) -> ls.Anthropic:
+    return ls.Anthropic(api_key="sk-ant-test", base_url=server.url[:-3], max_retries=0,
+                        timeout=5)
+
+
+def ant_reply(*frames: str, **kw: Any) -> Reply:
+    return Reply([f.encode() for f in frames], **kw)
+
+
+@pytest.mark.parametrize("framing", ["chunked", "close", "gzip"])
+def test_anthropic_text_and_usage(server, claude, framing):
+    server.script(ant_reply(*ANT_TEXT, framing=framing))
+    deltas, c = drain(claude.stream_chat("Hi"))
+    assert deltas == ["Hello", " wörld ✓"]
+    assert (c.text, c.finish_reason, c.stop_reason) == ("Hello wörld ✓", "stop", "end_turn")
+    assert (c.id, c.model, c.provider) == ("msg_01XFDUDYJgAACzvnptvVoYEL",
+                                           "claude-sonnet-4-5-20250929", "anthropic")
+    # input_tokens excludes the cache, as Anthropic counts it
+    assert c.usage == ls.Usage(input_tokens=25, output_tokens=15,
+                               total_tokens=25 + 7 + 100 + 15, cached_tokens=100)
+
+
+def test_anthropic_request(server, claude):
+    server.script(ant_reply(*ANT_TEXT))
+    tools = [{"type": "function", "function": {
+        "name": "get_weather", "description": "Weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    claude.chat([{"role": "system", "content": "Be brief."},
+                 {"role": "user", "content": "Hi"}, {"role": "user", "content": "there"}],
+                model="claude-x", stop="END", temperature=0.2, tools=tools,
+                tool_choice={"type": "function", "function": {"name": "get_weather"}},
+                thinking={"type": "enabled", "budget_tokens": 1024})
+    req = server.requests[-1]
+    assert req.path == "/v1/messages"
+    assert req.headers["x-api-key"] == "sk-ant-test"
+    assert req.headers["anthropic-version"] == "2023-06-01"
+    assert "authorization" not in req.headers
+    body = req.json
+    assert body["model"] == "claude-x" and body["stream"] is True
+    assert body["max_tokens"] == 4096  # the API requires it
+    assert body["system"] == "Be brief."
+    assert body["messages"] == [{"role": "user", "content": [
+        {"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}]}]
+    assert body["stop_sequences"] == ["END"] and body["temperature"] == 0.2
+    assert body["tools"] == [{"name": "get_weather", "description": "Weather",
+                              "input_schema": tools[0]["function"]["parameters"]}]
+    assert body["tool_choice"] == {"type": "tool", "name": "get_weather"}
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+
+
+def test_anthropic_thinking_signatures_round_trip(server, claude):
+    server.script(ant_reply(*ANT_THINKING), ant_reply(*ANT_TEXT))
+    c = claude.chat("2+2?")
+    assert (c.reasoning, c.text) == ("Let me think about 2+2.", "4")
+    assert c.signatures == [
+        {"type": "thinking", "thinking": "Let me think about 2+2.", "signature": SIGNATURE},
+        {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"}]
+    claude.chat([{"role": "user", "content": "2+2?"}, c.message,
+                 {"role": "user", "content": "and 3+3?"}])
+    sent = server.requests[-1].json["messages"][1]
+    assert sent["role"] == "assistant"
+    assert sent["content"] == [*c.signatures, {"type": "text", "text": "4"}]
+
+
+def test_anthropic_tool_calls_and_citations(server, claude):
+    server.script(ant_reply(*ANT_TOOLS))
+    events = list(claude.stream_events("Weather?"))
+    calls = [e for e in events if e.type == "tool_call"]
+    assert [(e.index, e.id, e.name) for e in calls if e.id] == [
+        (0, "toolu_01A", "get_weather"), (1, "toolu_01B", "get_time")]
+    c = events[-1].completion
+    assert c.finish_reason == "tool_calls" and c.stop_reason == "tool_use"
+    assert [(t.id, t.name, t.args) for t in c.tool_calls] == [
+        ("toolu_01A", "get_weather", {"city": "Zürich"}), ("toolu_01B", "get_time", {"tz": "CET"})]
+    server.script(ant_reply(*ANT_CITATIONS))
+    assert claude.chat("Grass?").citations == [CITATION]
+
+
+def test_anthropic_tool_input_cut_by_max_tokens(server, claude):
+    server.script(ant_reply(*ANT_CUT_TOOL))
+    c = claude.chat("Write")
+    assert c.finish_reason == "length"
+    assert c.tool_calls[0].arguments == '{"text": "a long ess'
+    with pytest.raises(ValueError, match="not valid JSON"):
+        _ = c.tool_calls[0].args
+
+
+@pytest.mark.parametrize("raw, normalised", [
+    ("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"),
+    ("tool_use", "tool_calls"), ("refusal", "content_filter"), ("pause_turn", "other"),
+    ("model_context_window_exceeded", "length"), ("something_new", "other"),
+])
+def test_anthropic_stop_reasons(server, claude, raw, normalised):
+    server.script(ant_reply(ant_start(), ant_end(raw), ANT_STOP))
+    c = claude.chat("Hi")
+    assert (c.finish_reason, c.stop_reason) == (normalised, raw)
+
+
+@pytest.mark.parametrize("kind, error", [
+    ("overloaded_error", ls.ServerError), ("api_error", ls.ServerError),
+    ("rate_limit_error", ls.RateLimitError), ("invalid_request_error", ls.BadRequestError),
+])
+def test_anthropic_in_stream_error(server, claude, kind, error):
+    server.script(ant_reply(*ANT_TEXT[:4], ant("error", {"error": {
+        "type": kind, "message": "Overloaded"}})))
+    with pytest.raises(error) as info:
+        claude.chat("Hi")
+    assert info.value.status != 200 and "Overloaded" in str(info.value)
+    assert info.value.partial.text == "Hello"
+
+
+def test_anthropic_without_message_stop_is_incomplete(server, claude):
+    server.script(ant_reply(*ANT_TEXT[:-1]))
+    with pytest.raises(ls.IncompleteStreamError) as info:
+        claude.chat("Hi")
+    assert info.value.partial.text == "Hello wörld ✓"
+    assert info.value.partial.usage.output_tokens == 15
+
+
+def test_anthropic_base_url_with_or_without_v1(server):
+    server.script(ant_reply(*ANT_TEXT))
+    for base in (server.url[:-3], server.url, server.url + "/"):
+        ls.Anthropic(base_url=base, max_retries=0, timeout=5).chat("Hi")
+        assert server.requests[-1].path == "/v1/messages"
+
+
+# --------------------------------------------------------------------------
+# Gemini end to end
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def gemini(server: Server) -> ls.Gemini:
+    return ls.Gemini(api_key="g-SECRET-key-123", base_url=server.url + "beta", max_retries=0,
+                     timeout=5)
+
+
+@pytest.mark.parametrize("framing", ["chunked", "close", "gzip"])
+def test_gemini_text_reasoning_usage(server, gemini, framing):
+    server.script(Reply([gem_sse(c) for c in GEM_TEXT], framing=framing))
+    deltas, c = drain(gemini.stream_chat("Hi"))
+    assert deltas == ["Hello", " there ✓"]
+    assert c.reasoning == "Thinking it over"
+    assert (c.finish_reason, c.stop_reason, c.id, c.model) == (
+        "stop", "STOP", "resp-7Xk", "gemini-2.5-flash")
+    assert c.usage == ls.Usage(input_tokens=8, output_tokens=12, total_tokens=41,
+                               reasoning_tokens=21, cached_tokens=4)
+
+
+def test_gemini_request_keeps_the_key_out_of_the_url(server, gemini):
+    server.script(Reply([gem_sse(*GEM_TEXT)]))
+    gemini.chat([{"role": "system", "content": "Be brief."},
+                 {"role": "user", "content": "Hi"},
+                 {"role": "assistant", "content": "Hello"},
+                 {"role": "user", "content": "Again"}],
+                model="gemini-x", max_tokens=50, temperature=0.1, stop=["END"],
+                tool_choice="required", tools=[{"type": "function", "function": {
+                    "name": "f", "description": "F", "parameters": {
+                        "type": "object", "additionalProperties": False}}}],
+                safetySettings=[])
+    req = server.requests[-1]
+    assert req.path == "/v1beta/models/gemini-x:streamGenerateContent?alt=sse"
+    assert "SECRET" not in req.path
+    assert req.headers["x-goog-api-key"] == "g-SECRET-key-123"
+    body = req.json
+    assert body["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    assert body["contents"] == [
+        {"role": "user", "parts": [{"text": "Hi"}]},
+        {"role": "model", "parts": [{"text": "Hello"}]},
+        {"role": "user", "parts": [{"text": "Again"}]}]
+    assert body["generationConfig"] == {"maxOutputTokens": 50, "temperature": 0.1,
+                                        "stopSequences": ["END"]}
+    assert body["tools"] == [{"functionDeclarations": [{
+        "name": "f", "description": "F",
+        "parametersJsonSchema": {"type": "object", "additionalProperties": False}}]}]
+    assert body["toolConfig"] == {"functionCallingConfig": {"mode": "ANY"}}
+    assert body["safetySettings"] == []
+
+
+def test_gemini_function_calls(server, gemini):
+    server.script(Reply([gem_sse(*GEM_TOOLS)]))
+    c = gemini.chat("Weather and time?")
+    assert c.finish_reason == "tool_calls" and c.stop_reason == "STOP"
+    assert [(t.name, t.args) for t in c.tool_calls] == [
+        ("get_weather", {"city": "Paris"}), ("get_time", {"tz": "CET"})]
+    assert len({t.id for t in c.tool_calls}) == 2
+    assert c.signatures == [{"thoughtSignature": "c2lnbmF0dXJl",
+                             "tool_call_id": c.tool_calls[0].id}]
+
+
+@pytest.mark.parametrize("raw, normalised", [
+    ("STOP", "stop"), ("MAX_TOKENS", "length"), ("SAFETY", "content_filter"),
+    ("RECITATION", "content_filter"), ("PROHIBITED_CONTENT", "content_filter"),
+    ("MALFORMED_FUNCTION_CALL", "error"), ("OTHER", "other"),
+])
+def test_gemini_finish_reasons(server, gemini, raw, normalised):
+    server.script(Reply([gem_sse(gem([{"text": "x"}], raw))]))
+    c = gemini.chat("Hi")
+    assert (c.finish_reason, c.stop_reason) == (normalised, raw)
+
+
+def test_gemini_blocked_prompt(server, gemini):
+    server.script(Reply([gem_sse(*GEM_BLOCKED)]))
+    c = gemini.chat("Something bad")
+    assert (c.text, c.block_reason, c.finish_reason) == ("", "SAFETY", "content_filter")
+    assert c.usage.input_tokens == 5
+
+
+@pytest.mark.parametrize("code, status, error", [
+    (429, "RESOURCE_EXHAUSTED", ls.RateLimitError), (503, "UNAVAILABLE", ls.ServerError),
+    (400, "INVALID_ARGUMENT", ls.BadRequestError)])
+def test_gemini_in_stream_error(server, gemini, code, status, error):
+    server.script(Reply([gem_sse(GEM_TEXT[1], {"error": {
+        "code": code, "message": "Quota exceeded", "status": status}})]))
+    with pytest.raises(error) as info:
+        gemini.chat("Hi")
+    assert info.value.status == code and info.value.partial.text == "Hello"
+
+
+def test_gemini_without_finish_reason_is_incomplete(server, gemini):
+    server.script(Reply([gem_sse(*GEM_TEXT[:2])]))
+    with pytest.raises(ls.IncompleteStreamError) as info:
+        gemini.chat("Hi")
+    assert info.value.partial.text == "Hello"
+
+
+def test_gemini_tolerates_lf_and_no_space_after_data(server, gemini):
+    wire = b'data:' + json.dumps(gem([{"text": "ok"}], "STOP")).encode() + b"\n\n"
+    server.script(Reply([b": hello\n\n", wire]))
+    assert gemini.chat("Hi").text == "ok"
+
+
+def test_gemini_json_array_without_alt_sse(server, gemini):
+    server.script(Reply([json.dumps([gem([{"text": "a"}]), gem([{"text": "b"}], "STOP")])
+                         .encode()], headers={"Content-Type": "application/json"}))
+    assert gemini.chat("Hi").text == "ab"
+
+
+# --------------------------------------------------------------------------
+# Conversations that move between providers
+# --------------------------------------------------------------------------
+
+WEATHER_TOOL = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}]
+
+
+def call_reply(name: str) -> Reply:
+    """Step one of a tool loop, in each provider's wire format."""
+    if name == "openai":
+        return Reply(pieces(ROLE, tool(0, "call_w1", "get_weather", ""),
+                            tool(0, None, None, '{"city":"Paris"}'), finish("tool_calls"), DONE))
+    if name == "anthropic":
+        return ant_reply(ant_start(), ant_block(0, {"type": "tool_use", "id": "toolu_w1",
+                                                    "name": "get_weather", "input": {}}),
+                         ant_delta(0, {"type": "input_json_delta",
+                                       "partial_json": '{"city":"Paris"}'}),
+                         ant_stop_block(0), ant_end("tool_use"), ANT_STOP)
+    return Reply([gem_sse(gem([{"functionCall": {"name": "get_weather",
+                                                 "args": {"city": "Paris"}}}], "STOP"))])
+
+
+def answer_reply(name: str) -> Reply:
+    if name == "openai":
+        return Reply(pieces(*TEXT))
+    if name == "anthropic":
+        return ant_reply(*ANT_TEXT)
+    return Reply([gem_sse(*GEM_TEXT)])
+
+
+def make(name: str, server: Server) -> Any:
+    base = {"openai": server.url, "anthropic": server.url[:-3],
+            "gemini": server.url + "beta"}[name]
+    return ls._PROVIDERS[name].__class__(api_key="k-test", base_url=base, max_retries=0,
+                                         timeout=5)
+
+
+def tool_result_sent(name: str, body: dict) -> Any:
+    if name == "openai":
+        return body["messages"][-1]
+    if name == "anthropic":
+        return body["messages"][-1]["content"][0]
+    return body["contents"][-1]["parts"][0]
+
+
+@pytest.mark.parametrize("name", ["openai", "anthropic", "gemini"])
+def test_two_step_tool_loop(server, name):
+    p = make(name, server)
+    server.script(call_reply(name), answer_reply(name))
+    messages: List[Any] = [{"role": "user", "content": "Weather in Paris?"}]
+    first = p.chat(messages, tools=WEATHER_TOOL)
+    assert first.finish_reason == "tool_calls"
+    [call] = first.tool_calls
+    assert (call.name, call.args) == ("get_weather", {"city": "Paris"})
+    messages += [first.message, {"role": "tool", "tool_call_id": call.id,
+                                 "content": json.dumps({"temp_c": 21})}]
+    second = p.chat(messages, tools=WEATHER_TOOL)
+    assert second.text and second.finish_reason == "stop"
+    sent = tool_result_sent(name, server.requests[-1].json)
+    expected = {
+        "openai": {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 21}'},
+        "anthropic": {"type": "tool_result", "tool_use_id": call.id,
+                      "content": '{"temp_c": 21}'},
+        "gemini": {"functionResponse": {"name": "get_weather", "response": {"temp_c": 21}}},
+    }[name]
+    assert sent == expected
+
+
+def test_conversation_moves_from_openai_to_anthropic_and_gemini(server):
+    server.script(call_reply("openai"))
+    first = make("openai", server).chat("Weather?", tools=WEATHER_TOOL)
+    history = [{"role": "user", "content": "Weather?"}, first.message,
+               {"role": "tool", "tool_call_id": "call_w1", "content": "sunny"}]
+    server.script(answer_reply("anthropic"))
+    make("anthropic", server).chat(history)
+    assert server.requests[-1].json["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "Weather?"}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "call_w1",
+                                           "name": "get_weather", "input": {"city": "Paris"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_w1",
+                                      "content": "sunny"}]}]
+    server.script(answer_reply("gemini"))
+    make("gemini", server).chat(history)
+    assert server.requests[-1].json["contents"] == [
+        {"role": "user", "parts": [{"text": "Weather?"}]},
+        {"role": "model", "parts": [{"functionCall": {"name": "get_weather",
+                                                      "args": {"city": "Paris"}}}]},
+        {"role": "user", "parts": [{"functionResponse": {"name": "get_weather",
+                                                         "response": {"result": "sunny"}}}]}]
+
+
+def test_gemini_tool_result_needs_a_known_call():
+    with pytest.raises(ValueError, match="function name"):
+        ls.Gemini(api_key="k").stream_chat([{"role": "user", "content": "x"},
+                                            {"role": "tool", "tool_call_id": "nope",
+                                             "content": "1"}])
+
+
+@pytest.mark.parametrize("env, value", [("GEMINI_API_KEY", "g1"), ("GOOGLE_API_KEY", "g2")])
+def test_gemini_key_from_env(server, monkeypatch, env, value):
+    monkeypatch.setenv(env, value)
+    monkeypatch.setenv("GEMINI_MODEL", "gemini-env")
+    server.script(Reply([gem_sse(*GEM_TEXT)]))
+    ls.Gemini(base_url=server.url + "beta", max_retries=0, timeout=5).chat("Hi")
+    assert server.requests[-1].headers["x-goog-api-key"] == value
+    assert "/models/gemini-env:" in server.requests[-1].path
+
+
+def test_anthropic_env(server, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-env")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url[:-3])
+    monkeypatch.setenv("ANTHROPIC_MODEL", "claude-env")
+    server.script(ant_reply(*ANT_TEXT))
+    assert ls.chat("Hi", provider="anthropic").text == "Hello wörld ✓"
+    req = server.requests[-1]
+    assert req.headers["x-api-key"] == "sk-ant-env" and req.json["model"] == "claude-env"
+
+
+@pytest.mark.parametrize("cls, env", [(ls.Anthropic, "ANTHROPIC_API_KEY"),
+                                      (ls.Gemini, "GEMINI_API_KEY or GOOGLE_API_KEY")])
+def test_missing_key_names_the_variables(cls, env):
+    with pytest.raises(ls.AuthenticationError, match=env):
+        cls().stream_chat("Hi")
+# --------------------------------------------------------------------------
+# Reliability: retries, timeouts, limits, hostile bytes, concurrency
+# --------------------------------------------------------------------------
+
+
+def fast_retries(p: Any, retries: int = 2) -> Any:
+    p.max_retries = retries
+    p._retry_base = 0.01  # keep backoff sleeps short in tests
+    return p
+
+
+@pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504, 529])
+def test_retried_statuses(server, provider, status):
+    fast_retries(provider)
+    server.script(json_error(status, "try again"), Reply(pieces(*TEXT)))
+    c = provider.chat("Hi")
+    assert (c.text, c.retries) == ("Hello, world!", 1)
+    assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+def test_other_4xx_are_not_retried(server, provider, status):
+    fast_retries(provider)
+    server.script(json_error(status, "no"), Reply(pieces(*TEXT)))
+    with pytest.raises(ls.APIError):
+        provider.chat("Hi")
+    assert len(server.requests) == 1
+
+
+def test_retries_give_up_after_max_retries(server, provider):
+    fast_retries(provider, 2)
+    server.script(json_error(503, "down"))
+    with pytest.raises(ls.ServerError) as info:
+        provider.chat("Hi")
+    assert len(server.requests) == 3 and info.value.partial.retries == 2
+
+
+def test_x_should_retry_is_obeyed(server, provider):
+    fast_retries(provider)
+    server.script(json_error(503, "down", **{"x-should-retry": "false"}), Reply(pieces(*TEXT)))
+    with pytest.raises(ls.ServerError):
+        provider.chat("Hi")
+    assert len(server.requests) == 1
+    server.script(json_error(400, "odd", **{"x-should-retry": "true"}), Reply(pieces(*TEXT)))
+    assert provider.chat("Hi").retries == 1
+
+
+@pytest.mark.parametrize("headers, wait", [
+    ({"retry-after-ms": "150"}, 0.15),
+    ({"Retry-After": "0.2"}, 0.2),
+    ({"Retry-After": "__DATE__"}, 1.0),
+])
+def test_retry_after_is_honoured(server, provider, headers, wait):
+    fast_retries(provider)
+    if headers.get("Retry-After") == "__DATE__":
+        from email.utils import formatdate
+        headers = {"Retry-After": formatdate(time.time() + 2, usegmt=True)}
+    server.script(json_error(429, "slow down", **headers), Reply(pieces(*TEXT)))
+    t0 = time.monotonic()
+    assert provider.chat("Hi").retries == 1
+    assert time.monotonic() - t0 >= wait * 0.9
+
+
+def test_in_stream_overload_before_content_is_retried(server):
+    p = fast_retries(ls.Anthropic(api_key="k", base_url=server.url, timeout=5))
+    overloaded = ant("error", {"error": {"type": "overloaded_error", "message": "Overloaded"}})
+    server.script(ant_reply(ant_start(), ANT_PING, overloaded), ant_reply(*ANT_TEXT))
+    c = p.chat("Hi")
+    assert (c.text, c.retries) == ("Hello wörld ✓", 1)
+
+
+def test_in_stream_error_after_content_is_not_retried(server):
+    p = fast_retries(ls.Anthropic(api_key="k", base_url=server.url, timeout=5))
+    overloaded = ant("error", {"error": {"type": "overloaded_error", "message": "Overloaded"}})
+    server.script(ant_reply(*ANT_TEXT[:4], overloaded), ant_reply(*ANT_TEXT))
+    with pytest.raises(ls.ServerError) as info:
+        p.chat("Hi")
+    assert info.value.partial.text == "Hello" and len(server.requests) == 1
+
+
+def test_connection_reset_before_content_is_retried(server, provider):
+    fast_retries(provider)
+    server.script(Reply([sse(ROLE)], abort=True), Reply(pieces(*TEXT)))
+    assert provider.chat("Hi").retries == 1
+
+
+def test_read_timeout_mid_stream_keeps_the_partial(server):
+    p = ls.OpenAI(api_key="k", base_url=server.url, max_retries=0, timeout=(5, 0.3))
+    server.script(Reply([*pieces(ROLE, text("Hel")), 2.0, *pieces(text("lo"), finish(), DONE)]))
+    with pytest.raises(ls.APITimeoutError) as info:
+        p.chat("Hi")
+    assert info.value.partial.text == "Hel"
+    assert isinstance(info.value, TimeoutError)
+
+
+def test_deadline_bounds_the_whole_stream(server):
+    p = ls.OpenAI(api_key="k", base_url=server.url, max_retries=0, timeout=5, deadline=0.3)
+    body: List[Any] = [sse(ROLE)]
+    for i in range(20):
+        body += [0.05, sse(text(str(i)))]
+    server.script(Reply([*body, sse(finish()), DONE.encode()]))
+    with pytest.raises(ls.APITimeoutError, match="deadline") as info:
+        p.chat("Hi")
+    assert 0 < len(info.value.partial.text) < 20
+
+
+def test_event_over_the_size_cap_is_an_error(server, provider, monkeypatch):
+    monkeypatch.setattr(ls, "MAX_EVENT_BYTES", 64 * 1024)
+    server.script(Reply([sse(text("ok")), b"data: " + b"x" * 10_000] + [b"x" * 10_000] * 10))
+    with pytest.raises(ls.APIError, match="limit") as info:
+        provider.chat("Hi")
+    assert info.value.partial.text == "ok"
+
+
+def test_big_event_under_the_cap_is_fine(server, provider):
+    big = "y" * 3_000_000
+    server.script(Reply([sse(text(big))[i:i + 65536] for i in range(0, len(sse(text(big))), 65536)]
+                        + pieces(finish(), DONE)))
+    assert provider.chat("Hi").text == big
+
+
+# Fuzzing: whatever the bytes, only typed errors escape a provider's parser.
+
+FUZZ_SEEDS = [b"".join(pieces(*TEXT_USAGE)), b"".join(pieces(*TOOLS_PARALLEL)),
+              "".join(ANT_TOOLS).encode(), "".join(ANT_THINKING).encode(),
+              gem_sse(*GEM_TOOLS), gem_sse(*GEM_TEXT)]
+FUZZ_PROVIDERS = [ls.OpenAI(api_key="k"), ANTHROPIC, GEMINI]
+
+
+def run_offline(p: Any, chunks: List[bytes]) -> None:
+    try:
+        offline(p, chunks)
+    except ls.LLMStreamerError as exc:
+        assert exc.args and str(exc)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_fuzz_mutated_transcripts(data):
+    wire = bytearray(data.draw(st.sampled_from(FUZZ_SEEDS)))
+    for _ in range(data.draw(st.integers(1, 6))):
+        at = data.draw(st.integers(0, len(wire) - 1))
+        action = data.draw(st.sampled_from(["flip", "drop", "insert"]))
+        if action == "flip":
+            wire[at] = data.draw(st.integers(0, 255))
+        elif action == "drop":
+            del wire[at:at + data.draw(st.integers(1, 40))]
+        else:
+            wire[at:at] = data.draw(st.sampled_from(
+                [b"\n", b"\r", b"\n\n", b"data: ", b"{", b"}", b'"', b"null", b"[]", b"\x00",
+                 b"\xff", b"event: error\n", b'data: {"type":"content_block_delta"}\n\n']))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=4)))
+    chunks = [bytes(wire[a:b]) for a, b in zip([0, *cuts], [*cuts, len(wire)])]
+    for p in FUZZ_PROVIDERS:
+        run_offline(p, chunks)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=400), st.sampled_from(FUZZ_PROVIDERS))
+def test_fuzz_random_bytes(wire, p):
+    run_offline(p, [wire])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.sampled_from(
+                        ["type", "choices", "delta", "content", "tool_calls", "index",
+                         "function", "arguments", "candidates", "parts", "text", "error",
+                         "message", "usage", "finishReason", "functionCall", "content_block",
+                         "partial_json", "finish_reason", "usageMetadata"]), inner, max_size=4),
+                    max_leaves=12),
+       st.sampled_from(FUZZ_PROVIDERS))
+def test_fuzz_json_of_unknown_shape(obj, p):
+    run_offline(p, [sse(obj) if isinstance(obj, dict) else f"data: {json.dumps(obj)}\n\n".encode()])
+
+
+# Concurrency: one provider, many threads, each stream gets its own text.
+
+
+class _Echo(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        words = body["messages"][-1]["content"].split()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for frame in [*(text(w + " ") for w in words), finish()]:
+            data = sse(frame)
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(DONE), DONE.encode()))
+
+
+class _EchoServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512
+
+
+def test_one_provider_many_threads(caplog):
+    httpd = _EchoServer(("127.0.0.1", 0), _Echo)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    p = ls.OpenAI(base_url=f"http://127.0.0.1:{httpd.server_address[1]}/v1", max_retries=0,
+                  timeout=30)
+    results: Dict[int, str] = {}
+    errors: List[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            results[i] = p.chat(f"thread {i} says hello {i * 7}").text
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    caplog.set_level(logging.WARNING, logger="urllib3")
+    try:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(200)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+    assert not errors
+    assert results == {i: f"thread {i} says hello {i * 7} " for i in range(200)}
+    assert "pool is full" not in caplog.text
+
+
+def test_absurdly_nested_json_is_a_typed_error():
+    with pytest.raises(ls.APIError, match="unexpected data"):
+        offline(ls.OpenAI(api_key="k"), [b"data: " + b"[" * 100_000 + b"\n\n"])
+
+
+@pytest.mark.parametrize("framing", ["chunked", "gzip", "length"])
+def test_connection_is_reused_after_a_complete_stream(server, provider, framing):
+    server.script(Reply(pieces(*TEXT_USAGE), framing=framing))
+    provider.chat("Hi")
+    drain(provider.stream_chat("Hi"))
+    list(provider.stream_events("Hi"))
+    assert server.connections == 1
+
+
+def test_server_talking_past_done_gets_the_connection_closed(server, provider):
+    server.script(Reply(pieces(*TEXT), hold=True))
+    assert provider.chat("Hi").text == "Hello, world!"
+    assert server.client_closed.wait(2)
+
+
+def test_openai_gets_no_foreign_message_fields(server, provider):
+    turn = ls.Completion(text="4", reasoning="2+2", refusal=None,
+                         signatures=[{"type": "thinking", "thinking": "x", "signature": "s"}])
+    provider.chat([{"role": "user", "content": "2+2?"}, turn.message,
+                   {"role": "user", "content": "thanks"}])
+    assert server.requests[-1].json["messages"][1] == {"role": "assistant", "content": "4"}
+
+
+def test_refusal_turn_keeps_its_refusal(server, provider):
+    server.script(Reply(pieces(*REFUSAL)))
+    c = provider.chat("Something bad")
+    assert c.message == {"role": "assistant", "content": "", "refusal": c.refusal}
+    assert c.refusal
