@@ -2402,3 +2402,23 @@ def test_refusal_turn_keeps_its_refusal(server, provider):
     c = provider.chat("Something bad")
     assert c.message == {"role": "assistant", "content": "", "refusal": c.refusal}
     assert c.refusal
+
+
+@pytest.mark.parametrize("name", ["openai", "anthropic", "gemini"])
+def test_retries_are_logged_without_the_key(server, caplog, name):
+    caplog.set_level(logging.DEBUG)  # urllib3's request lines included
+    p = fast_retries(make(name, server))
+    p.api_key = SECRET
+    server.script(json_error(503, "busy"), answer_reply(name))
+    assert p.chat("Hi").retries == 1
+    assert "retry 1/2" in caplog.text
+    assert "SECRET" not in caplog.text + server.requests[-1].path
+
+
+def test_proxy_from_the_environment_is_used(server, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.port}")
+    monkeypatch.setenv("NO_PROXY", "")
+    p = ls.OpenAI(api_key="k", base_url="http://llm.example.invalid/v1", max_retries=0,
+                  timeout=5)
+    assert p.chat("Hi").text == "Hello, world!"
+    assert server.requests[-1].path == "http://llm.example.invalid/v1/chat/completions"

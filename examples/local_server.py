@@ -275,6 +275,8 @@ def _server_args(args: argparse.Namespace) -> List[str]:
 def demo(prompt: str, server_args: Sequence[str] = (), max_tokens: int = 200) -> int:
     """``make demo``: one prompt through the llmstreamer CLI, both protocols, one server."""
     cli = [sys.executable, "-m", "llmstreamer", "--stats", "--max-tokens", str(max_tokens)]
+    if "--no-prompt-cache" not in server_args:  # both runs then count the same tokens
+        server_args = [*server_args, "--no-prompt-cache"]
     t0 = time.monotonic()
     try:
         with running(server_args) as url:
