@@ -768,6 +768,19 @@ class _Provider:
         stall_timeout: Optional[float] = None,
         deadline: Optional[float] = None,
     ) -> None:
+        """Configure once, reuse from any number of threads.
+
+        api_key: else the provider's environment variable, read at call time.
+        base_url: the server; else ``<PROVIDER>_BASE_URL`` or the hosted API.
+        model: the default model; else ``<PROVIDER>_MODEL`` or a built-in default.
+        headers: extra HTTP headers for every request.
+        timeout: seconds, or ``(connect, read)``; read is the longest silence.
+        max_retries: retries before the first delta (never after).
+        session: a ``requests.Session`` of your own (proxies, certificates, mounts).
+        stall_timeout: raise ``APITimeoutError`` after this long without content,
+            however many keep-alives arrive.
+        deadline: seconds for a whole stream, retries included.
+        """
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
         self.api_key = api_key
