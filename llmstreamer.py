@@ -605,6 +605,10 @@ class _Request:
     model: str = ""
 
 
+def _read_timeout(timeout: Timeout) -> float:
+    return timeout[1] if isinstance(timeout, tuple) else timeout
+
+
 def _cause(exc: BaseException) -> str:
     """The innermost reason of a requests/urllib3 error chain, e.g. 'Connection refused'."""
     for _ in range(8):  # requests -> MaxRetryError -> NewConnectionError -> OSError
@@ -928,7 +932,7 @@ class _Provider:
             raise APITimeoutError(f"timed out connecting to {req.url}") from exc
         except requests.Timeout as exc:
             raise APITimeoutError(f"{req.url} sent no response within the read timeout "
-                                  f"({self.timeout}s)") from exc
+                                  f"({_read_timeout(self.timeout)}s)") from exc
         except requests.RequestException as exc:
             raise APIConnectionError(f"could not connect to {req.url}: {_cause(exc)}") from exc
         try:
@@ -1038,7 +1042,7 @@ class _Provider:
         """Translate the low-level exceptions reading can raise, or None."""
         if isinstance(exc, u3.ReadTimeoutError):
             return APITimeoutError(f"{self.name} sent nothing for the read timeout "
-                                   f"({self.timeout}s)")
+                                   f"({_read_timeout(self.timeout)}s)")
         if isinstance(exc, u3.ProtocolError):
             return self._broken(exc)
         if isinstance(exc, requests.exceptions.ChunkedEncodingError):
@@ -1794,8 +1798,8 @@ def _cli_parser() -> Any:
         epilog="exit codes: 0 ok, 1 API or connection error, 2 usage or configuration "
                "error, 3 incomplete stream, 130 interrupted")
     p.add_argument("prompt", nargs="*", help="the prompt (default: read stdin)")
-    p.add_argument("-p", "--provider", choices=sorted(_PROVIDERS),
-                   help="default: $LLM_PROVIDER or openai")
+    p.add_argument("-p", "--provider",
+                   help=f"{', '.join(sorted(_PROVIDERS))} (default: $LLM_PROVIDER or openai)")
     p.add_argument("-m", "--model", help="default: $<PROVIDER>_MODEL or the provider's")
     p.add_argument("-s", "--system", help="system prompt")
     p.add_argument("--base-url", help="server URL, e.g. http://127.0.0.1:8080/v1")
@@ -1885,7 +1889,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                      ("temperature", args.temperature)) if v is not None}
         if args.chat:
             return _cli_chat(provider, args, options)
-        prompt = " ".join(args.prompt) if args.prompt else sys.stdin.read()
+        prompt = " ".join(args.prompt) if args.prompt else sys.stdin.read().rstrip("\n")
         if not prompt.strip():
             sys.stderr.write("llmstreamer: no prompt: pass it as arguments or on stdin\n")
             return EXIT_USAGE
@@ -1894,18 +1898,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("\nllmstreamer: interrupted\n")
         return EXIT_INTERRUPT
+    except BrokenPipeError:
+        # stdout's reader went away (`llmstreamer ... | head -1`); the stream is
+        # closed already. Point stdout at devnull so the flush at exit is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_API
     except LLMStreamerError as exc:
         cut = exc.partial is not None and exc.partial.text  # the answer's line is open
         sys.stdout.flush()
-        sys.stderr.write(("\n" if cut else "") + f"llmstreamer: {exc}\n")
+        sys.stderr.write(("\n" if cut else "") + f"llmstreamer: {_one_line(exc)}\n")
         if isinstance(exc, IncompleteStreamError):
             return EXIT_INCOMPLETE
         if isinstance(exc, AuthenticationError) and exc.status is None:
             return EXIT_USAGE  # no key configured: nothing was sent
         return EXIT_API
     except (ValueError, TypeError) as exc:  # arguments the call rejected
-        sys.stderr.write(f"llmstreamer: {exc}\n")
+        sys.stderr.write(f"llmstreamer: {_one_line(exc)}\n")
         return EXIT_USAGE
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())  # a server's message may hold newlines
 
 
 def _cli_chat(provider: _Provider, args: Any, options: Dict[str, Any]) -> int:

@@ -12,13 +12,20 @@ chunk with empty `choices`, `data: [DONE]`).
 
 from __future__ import annotations
 
+import configparser
 import gc
 import http
+import http.client
 import inspect
 import json
 import logging
+import os
 import re
+import signal
 import socket
+import struct
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -26,7 +33,7 @@ import tracemalloc
 import zlib
 from dataclasses import FrozenInstanceError, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 from hypothesis import example, given, settings
@@ -2422,3 +2429,1019 @@ def test_proxy_from_the_environment_is_used(server, monkeypatch):
                   timeout=5)
     assert p.chat("Hi").text == "Hello, world!"
     assert server.requests[-1].path == "http://llm.example.invalid/v1/chat/completions"
+
+
+# --------------------------------------------------------------------------
+# Callbacks: the rest of the contract
+# --------------------------------------------------------------------------
+
+
+CALLBACKS = ("on_content", "on_reasoning", "on_tool_call", "on_finish", "on_error")
+
+
+def recorder() -> Tuple[List[Any], Dict[str, Any]]:
+    """A log of (callback name, argument) pairs, and the five callbacks that write to it."""
+    seen: List[Any] = []
+
+    def record(name: str) -> Any:
+        return lambda arg: seen.append((name, arg))
+
+    return seen, {name: record(name) for name in CALLBACKS}
+
+
+def test_callbacks_on_content_once_per_delta_in_order(server, provider):
+    server.script(Reply(pieces(*TEXT_USAGE)))
+    seen, callbacks = recorder()
+    result = ls.stream_with_callbacks(provider.stream_events("hi"), **callbacks)
+    assert seen[:-1] == [("on_content", t) for t in TEXT_DELTAS]
+    assert seen[-1] == ("on_finish", result)
+    assert result.text == "Hello, world!" and result.usage == USAGE_OBJ
+
+
+def test_callbacks_on_tool_call_gets_each_fragment(server, provider):
+    server.script(Reply(pieces(*TOOLS_PARALLEL)))
+    seen, callbacks = recorder()
+    result = ls.stream_with_callbacks(provider.stream_events("hi", tools=TOOLS), **callbacks)
+    fragments = [arg for kind, arg in seen if kind == "on_tool_call"]
+    assert all(isinstance(ev, ls.Event) and ev.type == "tool_call" for ev in fragments)
+    for index, call in enumerate([WEATHER, TIME]):
+        mine = [ev for ev in fragments if ev.index == index]
+        assert "".join(ev.arguments or "" for ev in mine) == call.arguments
+        assert {ev.name for ev in mine} - {None} == {call.name}
+    assert [kind for kind, _ in seen].count("on_finish") == 1
+    assert result.tool_calls == [WEATHER, TIME]
+
+
+@pytest.mark.parametrize("name", ["openai", "anthropic", "gemini"])
+def test_callbacks_on_every_provider(server, name):
+    server.script(answer_reply(name))
+    seen, callbacks = recorder()
+    result = ls.stream_with_callbacks(make(name, server).stream_events("hi"), **callbacks)
+    kinds = [kind for kind, _ in seen]
+    assert kinds[-1] == "on_finish" and "on_error" not in kinds
+    assert "".join(arg for kind, arg in seen if kind == "on_content") == result.text != ""
+    assert "".join(arg for kind, arg in seen if kind == "on_reasoning") == result.reasoning
+
+
+@pytest.mark.parametrize("framing", ["chunked", "close"])
+def test_callbacks_truncated_stream_calls_only_on_error(server, provider, framing):
+    server.script(Reply(pieces(ROLE, text("Hel")), framing=framing))
+    seen, callbacks = recorder()
+    assert ls.stream_with_callbacks(provider.stream_events("hi"), **callbacks) is None
+    assert [kind for kind, _ in seen] == ["on_content", "on_error"]
+    exc = seen[-1][1]
+    assert isinstance(exc, ls.IncompleteStreamError) and exc.partial.text == "Hel"
+    with pytest.raises(ls.IncompleteStreamError):
+        ls.stream_with_callbacks(provider.stream_events("hi"), on_content=lambda t: None)
+
+
+def test_callbacks_http_error_before_content(server, provider):
+    server.script(json_error(404, "no such model"))
+    seen, callbacks = recorder()
+    assert ls.stream_with_callbacks(provider.stream_events("hi"), **callbacks) is None
+    [(kind, exc)] = seen
+    assert kind == "on_error" and isinstance(exc, ls.NotFoundError)
+
+
+def test_callbacks_events_without_done_are_an_error():
+    # Any iterable of events will do; one that never says "done" was cut short.
+    events = [ls.Event("text", text="Hel")]
+    seen, callbacks = recorder()
+    assert ls.stream_with_callbacks(events, **callbacks) is None
+    assert seen[0] == ("on_content", "Hel")
+    assert [kind for kind, _ in seen] == ["on_content", "on_error"]
+    assert isinstance(seen[1][1], ls.IncompleteStreamError)
+    with pytest.raises(ls.IncompleteStreamError):
+        ls.stream_with_callbacks(iter(events))
+
+
+@pytest.mark.parametrize("where", ["on_reasoning", "on_tool_call"])
+def test_exception_in_any_callback_propagates_and_closes_the_stream(server, provider, where):
+    first = chunk({"reasoning_content": "Hmm"}) if where == "on_reasoning" else \
+        tool(0, "call_a", "get_weather", "{")
+    server.script(Reply(pieces(ROLE, first), hold=True))
+    seen, callbacks = recorder()
+
+    def boom(arg: Any) -> None:
+        raise RuntimeError(f"from {where}")
+
+    callbacks[where] = boom
+    with pytest.raises(RuntimeError, match=f"from {where}"):
+        ls.stream_with_callbacks(provider.stream_events("hi"), **callbacks)
+    assert seen == []  # neither on_error nor on_finish saw the callback's exception
+    assert server.client_closed.wait(2), "the server never saw the connection close"
+
+
+def test_exception_in_on_finish_or_on_error_propagates(server, provider):
+    def boom(arg: Any) -> None:
+        raise RuntimeError("from the callback")
+
+    server.script(Reply(pieces(*TEXT)))
+    with pytest.raises(RuntimeError):
+        ls.stream_with_callbacks(provider.stream_events("hi"), on_finish=boom, on_error=boom)
+    server.script(json_error(400, "bad"))
+    with pytest.raises(RuntimeError):
+        ls.stream_with_callbacks(provider.stream_events("hi"), on_finish=boom, on_error=boom)
+
+
+def test_callbacks_are_all_optional(server, provider):
+    server.script(Reply(pieces(*TEXT)))
+    assert ls.stream_with_callbacks(provider.stream_events("hi")).text == "Hello, world!"
+
+
+# --------------------------------------------------------------------------
+# Child processes: the CLI, the examples, the browser relay
+# --------------------------------------------------------------------------
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+EXAMPLES = os.path.join(ROOT, "examples")
+RUN_TIMEOUT = 60.0  # seconds for one child process; each needs ~1 s on a slow machine
+PROVIDER_NAMES = ["openai", "anthropic", "gemini"]
+
+
+def base_url(name: str, server: Server) -> str:
+    return {"openai": server.url, "anthropic": server.url[:-3],
+            "gemini": server.url + "beta"}[name]
+
+
+def child_env(server: Optional[Server] = None, **extra: str) -> Dict[str, str]:
+    """The environment of a child: this checkout importable, providers at `server`.
+
+    The clean_env fixture has already taken provider settings and proxies out
+    of os.environ; PYTHONUNBUFFERED would hide a missing flush, so it goes too.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
+    if server is not None:
+        env.update({f"{name.upper()}_BASE_URL": base_url(name, server)
+                    for name in PROVIDER_NAMES})
+    env.update(extra)
+    return env
+
+
+def run(cmd: List[str], env: Dict[str, str], stdin: str = "") -> Any:
+    """Run a child to its end (killed after RUN_TIMEOUT); text out, UTF-8."""
+    return subprocess.run(cmd, input=stdin, env=env, cwd=ROOT, capture_output=True,
+                          encoding="utf-8", timeout=RUN_TIMEOUT)
+
+
+def cli(*args: str, server: Optional[Server] = None, stdin: str = "", **env: str) -> Any:
+    return run([sys.executable, "-m", "llmstreamer", *args], child_env(server, **env), stdin)
+
+
+def one_error_line(stderr: str) -> str:
+    """An expected error is one line on stderr, never a traceback."""
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def _default_sigint() -> None:
+    # A CI shell may start us with SIGINT ignored, and ignored is inherited;
+    # the child must get Python's own handler, as from a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+class Child:
+    """A child process whose output is read as it comes; stopped by PID on exit."""
+
+    def __init__(self, cmd: List[str], env: Dict[str, str], stdin: Any = subprocess.DEVNULL):
+        self.out = bytearray()
+        self.err = bytearray()
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdin=stdin,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     preexec_fn=_default_sigint)
+        self._readers = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self.out), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self.err), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _pump(self, pipe: Any, sink: bytearray) -> None:
+        fd = pipe.fileno()
+        while True:
+            data = os.read(fd, 65536)  # whatever the pipe has, no buffering of ours
+            if not data:
+                return
+            with self._cond:
+                sink.extend(data)
+                self._cond.notify_all()
+
+    def wait_for(self, needle: bytes, timeout: float = 20.0, stream: str = "out") -> bool:
+        sink = self.out if stream == "out" else self.err
+        with self._cond:
+            return self._cond.wait_for(lambda: needle in sink, timeout)
+
+    def wait(self, timeout: float = RUN_TIMEOUT) -> int:
+        code = self.proc.wait(timeout)
+        for reader in self._readers:
+            reader.join(5)
+        return code
+
+    @property
+    def stdout(self) -> str:
+        with self._cond:
+            return self.out.decode("utf-8", "replace")
+
+    @property
+    def stderr(self) -> str:
+        with self._cond:
+            return self.err.decode("utf-8", "replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        for reader in self._readers:  # they see EOF once the process is gone
+            reader.join(5)
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+    def __enter__(self) -> Child:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def needs(what: str, present: bool) -> None:
+    """Skip a test whose tool is missing here, but never on CI, where `make test` installs it."""
+    if not present:
+        if os.environ.get("CI"):
+            pytest.fail(f"{what} is missing; `make test` installs it")
+        pytest.skip(f"{what} is not installed (`make test` installs it)")
+
+
+# --------------------------------------------------------------------------
+# The command line, run as a real process
+# --------------------------------------------------------------------------
+
+SLOW_TEXT_USAGE = [*pieces(TEXT_USAGE[0], TEXT_USAGE[1]), 0.1, *pieces(TEXT_USAGE[2]), 0.1,
+                   *pieces(TEXT_USAGE[3]), 0.1, *pieces(*TEXT_USAGE[4:])]
+
+
+def test_cli_prompt_from_arguments(server):
+    r = cli("Tell", "me", "a", "joke", server=server)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "Hello, world!\n", "")
+    body = server.requests[0].json
+    assert body["messages"] == [{"role": "user", "content": "Tell me a joke"}]
+    assert body["model"] == "gpt-4o-mini" and body["stream"] is True
+
+
+def test_cli_prompt_from_stdin(server):
+    r = cli(server=server, stdin="Tell me\nabout SSE\n")
+    assert (r.returncode, r.stdout) == (0, "Hello, world!\n"), r.stderr
+    [message] = server.requests[0].json["messages"]
+    assert message["role"] == "user" and message["content"].rstrip("\n") == "Tell me\nabout SSE"
+
+
+@pytest.fixture
+def patient_gates(monkeypatch):
+    """A gate that a child process opens may wait longer on a slow, busy machine."""
+    monkeypatch.setattr(sys.modules[__name__], "GATE_TIMEOUT", 20.0)
+
+
+def test_cli_tokens_are_flushed_as_they_arrive(server, patient_gates):
+    gate = threading.Event()
+    server.script(Reply([*pieces(ROLE, text("Hel")), gate,
+                         *pieces(text("lo"), text(", wor"), text("ld!"), finish(), DONE)]))
+    with Child([sys.executable, "-m", "llmstreamer", "hi"], child_env(server)) as child:
+        # stdout is a pipe, so only a flush gets "Hel" to us while the server waits
+        assert child.wait_for(b"Hel"), child.stderr
+        assert child.stdout == "Hel" and child.proc.poll() is None
+        gate.set()
+        assert child.wait() == 0, child.stderr
+        assert child.stdout == "Hello, world!\n"
+    assert server.gate_timeouts == 0
+
+
+def expected_text(name: str) -> str:
+    return {"openai": "Hello, world!", "anthropic": "Hello wörld ✓",
+            "gemini": "Hello there ✓"}[name]
+
+
+def sent_prompt(name: str, body: dict) -> Any:
+    if name == "openai":
+        return [m for m in body["messages"] if m["role"] == "user"]
+    if name == "anthropic":
+        return body["messages"]
+    return body["contents"]
+
+
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_cli_options_reach_the_request(server, name):
+    server.script(answer_reply(name))
+    r = cli("-p", name, "-m", "my-model", "-s", "Be brief.", "--base-url", base_url(name, server),
+            "--max-tokens", "42", "--temperature", "0.25", "Say", "hi")
+    assert (r.returncode, r.stdout, r.stderr) == (0, expected_text(name) + "\n", "")
+    request = server.requests[0]
+    body = request.json
+    if name == "openai":
+        assert request.path == "/v1/chat/completions"
+        assert body["model"] == "my-model"
+        assert body["messages"][0] == {"role": "system", "content": "Be brief."}
+        assert (body["max_tokens"], body["temperature"]) == (42, 0.25)
+        assert sent_prompt(name, body) == [{"role": "user", "content": "Say hi"}]
+    elif name == "anthropic":
+        assert request.path == "/v1/messages"
+        assert (body["model"], body["system"]) == ("my-model", "Be brief.")
+        assert (body["max_tokens"], body["temperature"]) == (42, 0.25)
+        assert sent_prompt(name, body) == [
+            {"role": "user", "content": [{"type": "text", "text": "Say hi"}]}]
+    else:
+        assert request.path == "/v1beta/models/my-model:streamGenerateContent?alt=sse"
+        assert body["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+        assert body["generationConfig"] == {"maxOutputTokens": 42, "temperature": 0.25}
+        assert sent_prompt(name, body) == [{"role": "user", "parts": [{"text": "Say hi"}]}]
+
+
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_cli_provider_from_llm_provider_and_base_url_from_env(server, name):
+    server.script(answer_reply(name))
+    r = cli("hi", server=server, LLM_PROVIDER=name)
+    assert (r.returncode, r.stdout, r.stderr) == (0, expected_text(name) + "\n", "")
+
+
+def test_cli_stats_on_stderr(server):
+    # a 503 first: one retry, then the answer with 0.1 s between deltas
+    server.script(json_error(503, "busy"), Reply(SLOW_TEXT_USAGE))
+    r = cli("--stats", "hi", server=server)
+    assert (r.returncode, r.stdout) == (0, "Hello, world!\n"), r.stderr
+    line = r.stderr.strip()
+    m = re.fullmatch(r"\[ttft (\d+) ms, total (\d+\.\d\d) s, (\d+\.\d) tokens/s, "
+                     r"tokens in 19 out 10, finish stop \(stop\), retries 1\]", line)
+    assert m, line
+    ttft, total, rate = int(m[1]) / 1000, float(m[2]), float(m[3])
+    assert 0.2 <= ttft < total  # the retry waited at least 0.25 s before the first token
+    assert 0 < rate <= 10 / 0.3 + 0.1  # 10 tokens over at least 0.3 s
+
+
+def test_cli_stats_without_usage(server):
+    server.script(Reply(pieces(*TEXT)))
+    r = cli("--stats", "hi", server=server)
+    assert r.returncode == 0
+    assert re.fullmatch(r"\[ttft \d+ ms, total \d+\.\d\d s, finish stop \(stop\), retries 0\]",
+                        r.stderr.strip()), r.stderr
+
+
+JSON_TRANSCRIPT = (ROLE, chunk({"reasoning_content": "Hmm."}), text("Hel"), text("lo"),
+                   tool(0, "call_a", "get_weather", ""), tool(0, args='{"city": "Paris"}'),
+                   finish("tool_calls"), USAGE_CHUNK, DONE)
+
+
+def test_cli_json_lines(server):
+    server.script(Reply(pieces(*JSON_TRANSCRIPT)))
+    r = cli("--json", "hi", server=server)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout.endswith("\n")
+    objects = [json.loads(line) for line in r.stdout.splitlines()]  # every line is JSON
+    types = [o["type"] for o in objects]
+    assert types[0] == "reasoning" and types[-1] == "done" and types.count("done") == 1
+    assert objects[0] == {"type": "reasoning", "text": "Hmm."}
+    assert "".join(o["text"] for o in objects if o["type"] == "text") == "Hello"
+    calls = [o for o in objects if o["type"] == "tool_call"]
+    assert {(o["index"], o["name"]) for o in calls} - {(0, None)} == {(0, "get_weather")}
+    assert "".join(o["arguments"] or "" for o in calls) == '{"city": "Paris"}'
+    [usage] = [o for o in objects if o["type"] == "usage"]
+    assert usage["usage"] == USAGE_OBJ.__dict__
+    done = objects[-1]
+    assert (done["finish_reason"], done["stop_reason"], done["model"], done["id"]) == (
+        "tool_calls", "tool_calls", MODEL, ID)
+    assert done["usage"] == USAGE_OBJ.__dict__ and done["retries"] == 0
+    assert done["tool_calls"] == [{"id": "call_a", "name": "get_weather",
+                                   "arguments": '{"city": "Paris"}'}]
+
+
+def test_cli_reasoning_goes_to_stderr_when_asked(server):
+    server.script(Reply(pieces(*REASONING_CONTENT)))
+    shown = cli("--reasoning", "hi", server=server)
+    assert (shown.returncode, shown.stdout) == (0, "42\n")
+    assert shown.stderr == "Let me think."
+    hidden = cli("hi", server=server)
+    assert (hidden.returncode, hidden.stdout, hidden.stderr) == (0, "42\n", "")
+
+
+def test_cli_chat_keeps_the_history(server):
+    server.script(Reply(pieces(*TEXT)), Reply(pieces(ROLE, text("Again."), finish(), DONE)))
+    r = cli("--chat", server=server, stdin="What is SSE?\n\nAnd once more?\n")
+    assert (r.returncode, r.stdout) == (0, "Hello, world!\nAgain.\n"), r.stderr
+    assert r.stderr == "> " * 4  # the blank line asks again; end of input ends the chat
+    first, second = (request.json["messages"] for request in server.requests)
+    assert first == [{"role": "user", "content": "What is SSE?"}]
+    assert second == [first[0], {"role": "assistant", "content": "Hello, world!"},
+                      {"role": "user", "content": "And once more?"}]
+
+
+def test_cli_chat_starts_with_the_prompt_arguments(server):
+    server.script(Reply(pieces(*TEXT)), Reply(pieces(ROLE, text("Again."), finish(), DONE)))
+    r = cli("--chat", "Hi", "there", server=server, stdin="More?\n")
+    assert (r.returncode, r.stdout) == (0, "Hello, world!\nAgain.\n"), r.stderr
+    assert [m["content"] for m in server.requests[1].json["messages"]] == [
+        "Hi there", "Hello, world!", "More?"]
+
+
+def test_cli_version():
+    r = cli("--version")
+    assert (r.returncode, r.stdout.strip()) == (0, f"llmstreamer {ls.__version__}")
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("reply, stdout, words", [
+    (json_error(401, "Incorrect API key provided."), "", ["401", "Incorrect API key"]),
+    (json_error(400, "max_tokens is too large"), "", ["400", "max_tokens is too large"]),
+    (Reply(pieces(ROLE, text("Hel"), {"error": {"message": "boom", "type": "server_error"}})),
+     "Hel", ["stream error", "boom"]),
+])  # fmt: skip
+def test_cli_api_error_exits_1(server, reply, stdout, words):
+    server.script(reply)
+    r = cli("hi", server=server)
+    assert (r.returncode, r.stdout) == (1, stdout)
+    line = one_error_line(r.stderr)
+    assert line.startswith("llmstreamer: ") and all(w in line for w in words), line
+
+
+def test_cli_connection_refused_exits_1():
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    r = cli("--base-url", url, "hi")
+    assert (r.returncode, r.stdout) == (1, "")
+    line = one_error_line(r.stderr)
+    assert "could not connect" in line and "refused" in line.lower(), line
+
+
+def test_cli_read_timeout_exits_1(server):
+    server.script(Reply([*pieces(ROLE, text("Hel")), 10.0, *pieces(finish(), DONE)]))
+    r = cli("--timeout", "1", "hi", server=server)
+    assert (r.returncode, r.stdout) == (1, "Hel")
+    assert "read timeout" in one_error_line(r.stderr)
+
+
+@pytest.mark.parametrize("name, variable", [
+    ("openai", "OPENAI_API_KEY"), ("anthropic", "ANTHROPIC_API_KEY"),
+    ("gemini", "GEMINI_API_KEY or GOOGLE_API_KEY"),
+])  # fmt: skip
+def test_cli_no_key_for_a_hosted_api_exits_2(name, variable):
+    r = cli("-p", name, "hi")  # no base URL: the hosted API, which needs a key
+    assert (r.returncode, r.stdout) == (2, "")
+    assert f"set {variable}" in one_error_line(r.stderr)
+
+
+def test_cli_unknown_provider_exits_2():
+    r = cli("hi", LLM_PROVIDER="gemni")
+    assert (r.returncode, r.stdout) == (2, "")
+    line = one_error_line(r.stderr)
+    assert "unknown provider 'gemni'" in line and "anthropic, gemini, openai" in line
+    flag = cli("-p", "gemni", "hi")
+    assert (flag.returncode, flag.stdout) == (2, "")
+    assert one_error_line(flag.stderr) == line  # the same single line as from the env
+
+
+@pytest.mark.parametrize("args", [["--max-tokens", "many", "hi"], ["--no-such-flag", "hi"]])
+def test_cli_bad_arguments_exit_2(args):
+    r = cli(*args)
+    assert (r.returncode, r.stdout) == (2, "") and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("llmstreamer: error: ")
+
+
+def test_cli_no_prompt_exits_2(server):
+    r = cli(server=server, stdin="  \n")
+    assert (r.returncode, r.stdout) == (2, "")
+    assert "no prompt" in one_error_line(r.stderr)
+    assert server.requests == []
+
+
+@pytest.mark.parametrize("framing", ["chunked", "close"])
+def test_cli_incomplete_stream_exits_3(server, framing):
+    server.script(Reply(pieces(ROLE, text("Hel"), text("lo")), framing=framing))
+    r = cli("hi", server=server)
+    assert (r.returncode, r.stdout) == (3, "Hello")
+    assert "cut off" in one_error_line(r.stderr)
+
+
+def test_cli_ctrl_c_closes_the_stream_and_exits_130(server):
+    server.script(Reply(pieces(ROLE, text("Hel")), hold=True))  # then silence
+    with Child([sys.executable, "-m", "llmstreamer", "hi"], child_env(server)) as child:
+        assert child.wait_for(b"Hel"), child.stderr
+        child.proc.send_signal(signal.SIGINT)
+        assert child.wait() == 130
+        assert server.client_closed.wait(5), "the server never saw the connection close"
+        assert child.stdout == "Hel"
+        assert one_error_line(child.stderr) == "llmstreamer: interrupted"
+
+
+def test_cli_ctrl_c_at_the_chat_prompt_exits_130(server):
+    with Child([sys.executable, "-m", "llmstreamer", "--chat"], child_env(server),
+               stdin=subprocess.PIPE) as child:
+        assert child.wait_for(b"> ", stream="err"), child.stderr
+        child.proc.send_signal(signal.SIGINT)
+        assert child.wait() == 130
+        assert "Traceback" not in child.stderr
+    assert server.requests == []
+
+
+def test_console_script_is_declared():
+    cfg = configparser.ConfigParser()
+    cfg.read(os.path.join(ROOT, "setup.cfg"))
+    scripts = cfg["options.entry_points"]["console_scripts"].split("\n")
+    assert "llmstreamer = llmstreamer:main" in [s.strip() for s in scripts]
+
+
+def test_console_script_runs(server):
+    script = os.path.join(os.path.dirname(sys.executable), "llmstreamer")
+    needs("the llmstreamer console script (pip install -e .)", os.path.exists(script))
+    r = run([script, "--stats", "hi"], child_env(server))
+    assert (r.returncode, r.stdout) == (0, "Hello, world!\n"), r.stderr
+    assert "finish stop" in r.stderr
+
+
+def test_cli_server_message_with_newlines_is_still_one_line(server):
+    server.script(json_error(400, "first line\nsecond line"))
+    r = cli("hi", server=server)
+    assert r.returncode == 1
+    assert "first line" in one_error_line(r.stderr)
+
+
+def test_cli_reader_going_away_is_quiet_and_closes_the_stream(server, patient_gates):
+    gate = threading.Event()
+    lines = [sse(text(f"line {i}\n")) for i in range(1, 200)]
+    server.script(Reply([*pieces(ROLE, text("line 0\n")), gate, *lines], hold=True))
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-m", "llmstreamer", "hi"], env=child_env(server),
+                            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=write_end,
+                            stderr=subprocess.PIPE)
+    os.close(write_end)
+    try:
+        got = b""
+        deadline = time.monotonic() + 20
+        while b"line 0\n" not in got and time.monotonic() < deadline:
+            got += os.read(read_end, 100)  # the server waits at the gate meanwhile
+        assert got == b"line 0\n"
+        os.close(read_end)  # like `| head -n 1` exiting
+        read_end = -1
+        gate.set()
+        _, err = proc.communicate(timeout=RUN_TIMEOUT)
+        assert server.client_closed.wait(5), "the server never saw the connection close"
+        assert "Traceback" not in err.decode() and "Exception ignored" not in err.decode(), err
+    finally:
+        if read_end >= 0:
+            os.close(read_end)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(5)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+# --------------------------------------------------------------------------
+# The examples, each run as a script against the loopback server
+# --------------------------------------------------------------------------
+
+
+def example(name: str, *args: str, server: Server, provider: str = "openai") -> Any:
+    env = child_env(server, LLM_PROVIDER=provider)
+    return run([sys.executable, os.path.join(EXAMPLES, name), *args], env)
+
+
+def test_example_stream_tokens(server):
+    server.script(Reply(pieces(*TEXT)))
+    r = example("stream_tokens.py", server=server)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "Hello, world!\n", "")
+    r = example("stream_tokens.py", "Say", "hi", server=server)
+    assert r.returncode == 0
+    assert [m["content"] for m in server.requests[1].json["messages"]] == ["Say hi"]
+
+
+def test_example_callbacks_finish(server):
+    server.script(Reply(pieces(*TEXT_USAGE)))
+    r = example("callbacks.py", server=server)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout == f"Hello, world!\n[done: stop, usage {USAGE_OBJ}]\n"
+
+
+def test_example_callbacks_error(server):
+    server.script(
+        Reply(pieces(ROLE, text("Hel"), {"error": {"message": "boom", "type": "server_error"}})))
+    r = example("callbacks.py", server=server)
+    assert (r.returncode, r.stdout) == (1, "Hel")
+    assert r.stderr == "\n[error: openai stream error (server_error): boom]\n"
+
+
+RICH_TRANSCRIPT = (ROLE, chunk({"reasoning_content": "The user wants weather."}),
+                   text("Checking."), tool(0, "call_a", "get_weather", ""),
+                   tool(0, args='{"city": '), tool(0, args='"Paris"}'),
+                   finish("tool_calls"), USAGE_CHUNK, DONE)
+
+
+def test_example_rich_events(server):
+    server.script(Reply(pieces(*RICH_TRANSCRIPT)))
+    r = example("rich_events.py", server=server)
+    assert (r.returncode, r.stderr) == (0, "The user wants weather.")
+    assert r.stdout.startswith("Checking.\n[tool call #0 get_weather ")
+    assert '[tool call #0  {"city": ]' in r.stdout and '[tool call #0  "Paris"}]' in r.stdout
+    assert f"[usage: {USAGE_OBJ}]" in r.stdout
+    calls = "[('get_weather', {'city': 'Paris'})]"
+    assert r.stdout.endswith(f"\n[finish: tool_calls; calls: {calls}]\n")
+    assert server.requests[0].json["tools"][0]["function"]["name"] == "get_weather"
+
+
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_example_tool_loop(server, name):
+    server.script(call_reply(name), answer_reply(name))
+    r = example("tool_loop.py", server=server, provider=name)
+    assert (r.returncode, r.stderr) == (0, "")
+    result = {"city": "Paris", "temperature_c": 21, "sky": "clear"}
+    assert r.stdout == (f"[get_weather({{'city': 'Paris'}}) -> {result}]\n"
+                        f"{expected_text(name)}\n")
+    assert len(server.requests) == 2
+    sent = tool_result_sent(name, server.requests[1].json)  # the real function's answer
+    if name == "gemini":
+        assert sent["functionResponse"]["response"] == result
+    else:
+        assert json.loads(sent["content"]) == result
+
+
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_example_switch_provider(server, name):
+    server.script(answer_reply(name))
+    r = example("switch_provider.py", server=server, provider=name)
+    model = {"openai": MODEL, "anthropic": "claude-sonnet-4-5-20250929",
+             "gemini": "gemini-2.5-flash"}[name]
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout == f"{name} ({model}): {expected_text(name)}\n"
+
+
+def test_example_cancel_and_timeouts(server):
+    numbers = [text(f"{i}\n") for i in range(1, 31)]
+    server.script(Reply(pieces(ROLE, *numbers), hold=True), Reply(pieces(*TEXT)))
+    r = example("cancel_and_timeouts.py", server=server)
+    assert (r.returncode, r.stderr) == (0, "")
+    counted = "".join(f"{i}\n" for i in range(1, 11))
+    assert r.stdout == f"{counted}\n[stopped after 10 deltas]\nHello, world!\n"
+    assert server.client_closed.wait(5), "break did not close the connection"
+    assert len(server.requests) == 2
+
+
+# --------------------------------------------------------------------------
+# The browser relay: SSE over HTTP, then a real headless Chromium
+# --------------------------------------------------------------------------
+
+
+class Relay:
+    """examples/browser_relay.py on a free port with the model at `server`; a context manager."""
+
+    def __init__(self, server: Server, provider: str = "openai") -> None:
+        self.server = server
+        self.provider = provider
+        self.url = ""
+
+    def __enter__(self) -> Relay:
+        env = child_env(self.server, LLM_PROVIDER=self.provider)
+        self.child = Child([sys.executable, os.path.join(EXAMPLES, "browser_relay.py"), "0"],
+                           env)
+        try:
+            assert self.child.wait_for(b"/\n"), self.child.stderr
+            self.url = self.child.stdout.strip()
+            assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", self.url), self.url
+        except BaseException:
+            self.child.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.child.stop()
+
+
+def http_get(url: str, path: str) -> Tuple[int, Dict[str, str], bytes]:
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=20)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def sse_events(body: bytes) -> List[Tuple[str, Any]]:
+    return [(e.event, json.loads(e.data)) for e in decode([body])]
+
+
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_relay_streams_tokens_as_sse(server, name):
+    server.script(answer_reply(name))
+    with Relay(server, name) as relay:
+        status, headers, body = http_get(relay.url, "/stream?prompt=Say%20hi%20%E2%9C%93")
+    assert status == 200 and headers["content-type"].startswith("text/event-stream")
+    events = sse_events(body)
+    *tokens, (kind, done) = events
+    assert all(kind == "message" for kind, _ in tokens)
+    assert "".join(data["text"] for _, data in tokens) == expected_text(name)
+    assert kind == "done" and done["finish_reason"] == "stop"
+    assert "Say hi ✓" in json.dumps(server.requests[0].json, ensure_ascii=False)
+
+
+def test_relay_page_and_bad_requests(server):
+    with Relay(server) as relay:
+        status, headers, page = http_get(relay.url, "/")
+        assert status == 200 and headers["content-type"].startswith("text/html")
+        assert b"new EventSource(" in page and b'id="cancel"' in page
+        assert http_get(relay.url, "/stream")[0] == 400
+        assert http_get(relay.url, "/nowhere")[0] == 404
+    assert server.requests == []
+
+
+def test_relay_reports_a_failure_as_an_event(server):
+    server.script(
+        Reply(pieces(ROLE, text("Hel"), {"error": {"message": "boom", "type": "server_error"}})))
+    with Relay(server) as relay:
+        _, _, body = http_get(relay.url, "/stream?prompt=hi")
+    assert sse_events(body) == [
+        ("message", {"text": "Hel"}),
+        ("failed", {"error": "openai stream error (server_error): boom"}),
+    ]
+
+
+def test_relay_client_going_away_closes_the_model_stream(server, patient_gates):
+    gate = threading.Event()
+    more = [piece for _ in range(100) for piece in (0.05, sse(text("x")))]
+    server.script(Reply([*pieces(ROLE, text("Hel")), gate, *more], hold=True))
+    with Relay(server) as relay:
+        port = int(relay.url.rsplit(":", 1)[1].strip("/"))
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as browser:
+            browser.sendall(b"GET /stream?prompt=hi HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = b""
+            while b'"Hel"' not in got:
+                piece = browser.recv(4096)
+                assert piece, got
+                got += piece
+        # the browser is gone (Cancel closed its EventSource); the model goes on
+        gate.set()
+        assert server.client_closed.wait(10), "the relay kept the model's stream open"
+        assert relay.child.wait_for(b"browser went away", stream="err"), relay.child.stderr
+
+
+def png_rows(data: bytes) -> Tuple[int, int, int, List[bytes]]:
+    """Width, height, bytes per pixel and unfiltered rows of an 8-bit RGB(A) PNG."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat = 8, []
+    width = height = depth = color = interlace = -1
+    while pos + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        chunk_data = data[pos + 8:pos + 8 + size]
+        pos += 12 + size  # length, type, data, CRC
+        if kind == b"IHDR":
+            width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", chunk_data)
+        elif kind == b"IDAT":
+            idat.append(chunk_data)
+        elif kind == b"IEND":
+            break
+    assert depth == 8 and color in (2, 6) and interlace == 0, (depth, color, interlace)
+    bpp = 3 if color == 2 else 4
+    stride = width * bpp
+    raw = zlib.decompress(b"".join(idat))
+    assert len(raw) == height * (stride + 1)
+    rows: List[bytes] = []
+    prev = bytearray(stride)
+    for y in range(height):
+        start = y * (stride + 1)
+        kind, line = raw[start], bytearray(raw[start + 1:start + 1 + stride])
+        if kind == 1:  # Sub
+            for i in range(bpp, stride):
+                line[i] = (line[i] + line[i - bpp]) & 0xFF
+        elif kind == 2:  # Up
+            line = bytearray((a + b) & 0xFF for a, b in zip(line, prev))
+        elif kind == 3:  # Average
+            for i in range(stride):
+                left = line[i - bpp] if i >= bpp else 0
+                line[i] = (line[i] + ((left + prev[i]) >> 1)) & 0xFF
+        elif kind == 4:  # Paeth
+            for i in range(stride):
+                a = line[i - bpp] if i >= bpp else 0
+                b, c = prev[i], prev[i - bpp] if i >= bpp else 0
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                pred = a if pa <= pb and pa <= pc else b if pb <= pc else c
+                line[i] = (line[i] + pred) & 0xFF
+        rows.append(bytes(line))
+        prev = line
+    return width, height, bpp, rows
+
+
+CHROMIUM = "chromium"
+CHROMIUM_FLAGS = [  # headless, and no network of its own: only our loopback servers
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-default-apps", "--disable-extensions", "--mute-audio",
+]
+
+
+def chromium(url: str, profile: str, *args: str) -> Tuple[int, str]:
+    """Run headless Chromium on `url` to its end; stopped (its whole group) if it hangs."""
+    proc = subprocess.Popen([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                             "--window-size=800,600", "--virtual-time-budget=10000", *args, url],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=120)
+        return proc.returncode, out.decode("utf-8", "replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        try:  # its helpers (zygote, renderer) are in the group it leads
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(10)
+
+
+# the answer arrives in pieces, 0.1 s apart, as from a real model
+BROWSER_TEXT = [*pieces(ROLE, text("Streams")), 0.1, *pieces(text(" flow,")), 0.1,
+                *pieces(text(" tokens")), 0.1, *pieces(text(" show.")), *pieces(finish(), DONE)]
+
+
+def test_browser_page_shows_the_streamed_text(server, tmp_path):
+    import shutil
+
+    needs("chromium", shutil.which(CHROMIUM) is not None)
+    server.script(Reply(BROWSER_TEXT))
+    with Relay(server) as relay:
+        code, dom = chromium(relay.url + "?prompt=Say+hi", str(tmp_path / "profile"),
+                             "--dump-dom")
+        assert code == 0, dom
+        assert '<div id="out">Streams flow, tokens show.</div>' in dom, dom
+        assert '<div id="status">done (stop)</div>' in dom, dom
+
+        shot = tmp_path / "page.png"
+        code, _ = chromium(relay.url + "?prompt=Say+hi", str(tmp_path / "profile2"),
+                           f"--screenshot={shot}")
+        assert code == 0 and shot.exists()
+    assert [r.json["messages"] for r in server.requests] == \
+        [[{"role": "user", "content": "Say hi"}]] * 2
+    width, height, bpp, rows = png_rows(shot.read_bytes())
+    assert (width, height) == (800, 600)
+    # The answer box has a blue border (#3b6fd8): find it, then the text in it.
+    blue = [(x, y) for y in range(0, height, 2) for x in range(0, width, 2)
+            if (lambda r, g, b: b > 180 and r < 110 and 80 < g < 150)(
+                *rows[y][x * bpp:x * bpp + 3])]
+    assert len(blue) > 200, "no answer box on the page"
+    left, right = min(x for x, _ in blue), max(x for x, _ in blue)
+    top, bottom = min(y for _, y in blue), max(y for _, y in blue)
+    assert right - left > 500 and bottom - top > 100, (left, top, right, bottom)
+    inside = [sum(rows[y][x * bpp:x * bpp + 3]) // 3 for y in range(top + 6, bottom - 5)
+              for x in range(left + 6, right - 5)]
+    dark = sum(1 for grey in inside if grey < 100)
+    assert 300 < dark < len(inside) // 5, dark  # text, not an empty (or a black) box
+    greys = {sum(row[i:i + 3]) // 3 for row in rows[::7] for i in range(0, len(row), bpp * 5)}
+    assert len(greys) > 20  # not blank: backgrounds, borders and anti-aliased text
+
+
+# --------------------------------------------------------------------------
+# The notebook, executed in a real Jupyter kernel
+# --------------------------------------------------------------------------
+
+NOTEBOOK = os.path.join(EXAMPLES, "notebook.ipynb")
+
+
+def test_notebook_is_committed_without_outputs():
+    with open(NOTEBOOK, encoding="utf-8") as f:
+        nb = json.load(f)
+    assert nb["nbformat"] == 4
+    code = [cell for cell in nb["cells"] if cell["cell_type"] == "code"]
+    assert code and all(c["outputs"] == [] and c["execution_count"] is None for c in code)
+
+
+def test_notebook_runs_against_a_loopback_provider(server, tmp_path, monkeypatch):
+    try:
+        import nbclient
+        import nbformat
+    except ImportError:
+        needs("nbclient and nbformat (the test extra)", False)
+    server.script(lambda request: Reply(pieces(*RICH_TRANSCRIPT)) if "tools" in request.json
+                  else Reply(pieces(*TEXT)))
+    # Jupyter's files (connection file, IPython profile) go to tmp_path, not $HOME
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
+    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
+    env = child_env(server, IPYTHONDIR=str(tmp_path / "ipython"),
+                    JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=60, startup_timeout=120,
+                                     kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute(env=env)  # the kernel is started, and shut down, by nbclient
+
+    def shown(cell_id: str) -> str:
+        [cell] = [c for c in nb.cells if c.get("id") == cell_id]
+        out = []
+        for o in cell.outputs:
+            assert o.output_type != "error", o
+            out.append(o.get("text") or o.get("data", {}).get("text/plain", ""))
+        return "".join(out)
+
+    assert shown("live-tokens") == "Hello, world!"
+    events = shown("events")
+    assert events.startswith("(The user wants weather.)Checking.\n[tool call #0 get_weather ")
+    assert '{"city": ' in events and f"[usage: {USAGE.get('prompt_tokens')} in, 10 out]" in events
+    assert shown("completion") == "('tool_calls', [('get_weather', {'city': 'Paris'})])"
+    assert [len(r.json["messages"]) for r in server.requests] == [1, 1]
+    assert "tools" in server.requests[1].json
+# --------------------------------------------------------------------------
+# Integration: a real llama.cpp server with a real model (SmolLM2-135M)
+# --------------------------------------------------------------------------
+# Started once per session by examples/local_server.py and stopped by PID.
+# Never skipped: if the server cannot start, these tests error with its reason.
+# `make test-fast` leaves them out (-m "not integration").
+
+
+@pytest.fixture(scope="session")
+def llama() -> Any:
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples"))
+    from local_server import running
+
+    with running(["--no-prompt-cache"]) as url:
+        yield url
+
+
+def local(kind: str, url: str) -> Any:
+    if kind == "openai":
+        return ls.OpenAI(base_url=url + "/v1", max_retries=0, timeout=(5, 60))
+    return ls.Anthropic(base_url=url, max_retries=0, timeout=(5, 60))
+
+
+PROTOCOLS = ["openai", "anthropic"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", PROTOCOLS)
+def test_real_model_streams_and_matches_chat(llama, kind):
+    p = local(kind, llama)
+    deltas, streamed = drain(p.stream_chat("Say hi.", temperature=0, max_tokens=40))
+    assert len(deltas) > 3 and "".join(deltas) == streamed.text
+    whole = p.chat("Say hi.", temperature=0, max_tokens=40)
+    assert whole.text == streamed.text  # greedy decoding: the same answer
+    assert streamed.usage is not None and streamed.usage.output_tokens > 0
+    assert streamed.usage.input_tokens > 0
+    assert streamed.ttft is not None and 0 < streamed.ttft <= streamed.elapsed
+    assert streamed.provider == kind
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", PROTOCOLS)
+def test_real_model_finish_reasons(llama, kind):
+    p = local(kind, llama)
+    cut = p.chat("Count from one to fifty in words.", temperature=0, max_tokens=5)
+    assert cut.finish_reason == "length" and cut.usage.output_tokens == 5
+    natural = p.chat("Reply with just the word: yes", temperature=0, max_tokens=200)
+    assert natural.finish_reason == "stop"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", PROTOCOLS)
+def test_real_model_rejects_a_prompt_over_the_context(llama, kind):
+    with pytest.raises(ls.BadRequestError, match="context size") as info:
+        local(kind, llama).chat("word " * 3000, max_tokens=5)
+    assert info.value.status == 400
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", PROTOCOLS)
+def test_real_model_break_then_next_request(llama, kind):
+    p = local(kind, llama)
+    got = []
+    for text in p.stream_chat("Tell me a long story about a fox.", max_tokens=200):
+        got.append(text)
+        if len(got) == 3:
+            break
+    assert len(got) == 3
+    assert p.chat("Say hi.", max_tokens=10).text
+
+
+@pytest.mark.integration
+def test_real_model_four_concurrent_streams(llama):
+    providers = [local(PROTOCOLS[i % 2], llama) for i in range(4)]
+    results: Dict[int, Any] = {}
+
+    def work(i: int) -> None:
+        try:
+            results[i] = providers[i].chat(f"Name a color. ({i})", max_tokens=20)
+        except Exception as exc:  # reported by the assertion below
+            results[i] = exc
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(isinstance(r, ls.Completion) and r.text for r in results.values()), results
+    assert len(results) == 4
