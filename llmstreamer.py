@@ -47,6 +47,7 @@ __all__ = [
 ]
 
 import email.utils
+import http.client
 import json
 import logging
 import os
@@ -609,16 +610,25 @@ def _read_timeout(timeout: Timeout) -> float:
     return timeout[1] if isinstance(timeout, tuple) else timeout
 
 
-def _cause(exc: BaseException) -> str:
-    """The innermost reason of a requests/urllib3 error chain, e.g. 'Connection refused'."""
-    for _ in range(8):  # requests -> MaxRetryError -> NewConnectionError -> OSError
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The root of a requests/urllib3 error chain (requests -> MaxRetryError ->
+    NewConnectionError -> OSError, or ProtocolError('Connection aborted.', err))."""
+    for _ in range(8):
         inner = getattr(exc, "reason", None)
-        if not isinstance(inner, BaseException) and exc.args:
-            inner = exc.args[0]
         if not isinstance(inner, BaseException):
+            inner = next((a for a in exc.args if isinstance(a, BaseException)), None)
+        if inner is None:
             break
         exc = inner
-    text = str(exc)
+    return exc
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost reason of a requests/urllib3 error, e.g. 'Connection refused'."""
+    text = str(_innermost(exc))
     return text.split(": ", 1)[1] if text.startswith("HTTPConnection") and ": " in text else text
 
 
@@ -924,10 +934,8 @@ class _Provider:
         return wait if wait <= self._retry_max_wait else None
 
     def _attempt(self, session: requests.Session, req: _Request, st: _State) -> Iterator[Event]:
-        log.debug("%s: POST %s model=%s", self.name, req.url, req.model)
         try:
-            resp = session.post(req.url, headers=req.headers, json=req.body, stream=True,
-                                timeout=self.timeout, allow_redirects=False)
+            resp = self._post(session, req)
         except requests.ConnectTimeout as exc:
             raise APITimeoutError(f"timed out connecting to {req.url}") from exc
         except requests.Timeout as exc:
@@ -940,6 +948,23 @@ class _Provider:
             _drain(resp)  # the caller read past "done": let the connection be reused
         finally:
             resp.close()
+
+    def _post(self, session: requests.Session, req: _Request) -> requests.Response:
+        log.debug("%s: POST %s model=%s", self.name, req.url, req.model)
+        try:
+            return session.post(req.url, headers=req.headers, json=req.body, stream=True,
+                                timeout=self.timeout, allow_redirects=False)
+        except requests.ConnectionError as exc:
+            # Servers such as llama.cpp's advertise keep-alive yet close after a
+            # stream; a request sent on such a pooled connection meets a close
+            # before any response byte. Nothing was received, so nothing can be
+            # duplicated: send it once more (on a new connection), uncounted.
+            if not isinstance(_innermost(exc), _STALE):
+                raise
+            log.debug("%s: pooled connection was closed by the server; sending again",
+                      self.name)
+        return session.post(req.url, headers=req.headers, json=req.body, stream=True,
+                            timeout=self.timeout, allow_redirects=False)
 
     def _read(self, resp: requests.Response, req: _Request, st: _State) -> Iterator[Event]:
         if resp.status_code >= 300:

@@ -3445,3 +3445,49 @@ def test_real_model_four_concurrent_streams(llama):
         t.join(120)
     assert all(isinstance(r, ls.Completion) and r.text for r in results.values()), results
     assert len(results) == 4
+
+
+def test_pooled_connection_closed_by_the_server_is_sent_again():
+    """llama.cpp's server says keep-alive but closes after a stream; here the
+    race is always lost: the next request on the connection meets a close."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+    answered: List[int] = []
+
+    def serve_one_per_connection() -> None:
+        for _ in range(6):  # 3 calls: 3 answered connections + 3 closed without reply
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                size = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+                while len(body) < size:
+                    body += conn.recv(65536)
+                payload = b"".join(pieces(*TEXT))
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                             b"Transfer-Encoding: chunked\r\nKeep-Alive: timeout=5\r\n\r\n"
+                             b"%x\r\n%s\r\n0\r\n\r\n" % (len(payload), payload))
+                answered.append(1)
+                try:
+                    conn.recv(65536)  # the next request arrives: hang up on it
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve_one_per_connection, daemon=True)
+    thread.start()
+    try:
+        p = ls.OpenAI(base_url=f"http://127.0.0.1:{listener.getsockname()[1]}/v1",
+                      max_retries=0, timeout=5)
+        for _ in range(3):
+            c = p.chat("Hi")
+            assert (c.text, c.retries) == ("Hello, world!", 0)
+    finally:
+        listener.close()
+        thread.join(10)
+    assert len(answered) == 3
