@@ -1094,12 +1094,17 @@ def _texts(events: Iterator[Event]) -> Generator[str, None, Completion]:
             elif ev.type == "done":
                 completion = ev.completion
     finally:
-        close = getattr(events, "close", None)
-        if close is not None:
-            close()
+        _close(events)
     if completion is None:
         raise IncompleteStreamError("stream ended without a done event")
     return completion
+
+
+def _close(it: Any) -> None:
+    """Close an event iterator we stop reading, and with it the HTTP response."""
+    close = getattr(it, "close", None)
+    if close is not None:
+        close()
 
 
 def _json_body(chunks: Iterable[bytes]) -> Any:
@@ -1794,9 +1799,7 @@ def stream_with_callbacks(
             elif ev.type == "done":
                 completion = ev.completion
     finally:
-        close = getattr(it, "close", None)
-        if close is not None:
-            close()
+        _close(it)
     if completion is None:
         missing = IncompleteStreamError("the event stream ended without a done event")
         if on_error is None:
@@ -1878,9 +1881,7 @@ def _cli_turn(provider: _Provider, messages: List[Dict[str, Any]], args: Any,
             if ev.type == "done":
                 completion = ev.completion
     finally:
-        close = getattr(events, "close", None)
-        if close is not None:
-            close()
+        _close(events)
     assert completion is not None
     if not args.json and completion.text and not completion.text.endswith("\n"):
         out.write("\n")
