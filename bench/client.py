@@ -6,9 +6,14 @@ CLIENT is one of: floor, llmstreamer, llmstreamer-chat, naive, openai-sdk,
 anthropic-sdk, genai-sdk, none (start, print, exit: the process baseline).
 BASE_URL is the scenario root on the bench server, e.g.
 http://127.0.0.1:PORT/s/openai/chunked/flood/100000 (see server.py).
-MODE is flood or trickle: in a trickle each text delta is the server's send
-time (time.monotonic_ns()) and the client records now - sent for each one
-the moment it reaches the consumer.
+MODE is flood, count or trickle. flood keeps every text delta (the text's
+sha1 is checked by run.py); count only counts them, so that peak RSS shows
+what the library itself keeps while the caller only iterates; in a trickle
+each text delta is the server's send time (time.monotonic_ns()) and the
+client records now - sent for each one the moment it reaches the consumer.
+
+Peak RSS is VmHWM from /proc/self/status: ru_maxrss would report the parent's
+RSS at fork when that is larger. --cpu N pins the process to CPU N.
 
 Only the streaming loop is timed (time.process_time(): user + sys CPU of this
 process); imports and client objects are made before it, the request is sent
@@ -24,6 +29,15 @@ import time
 def _sink(mode, texts):
     if mode == "flood":
         return texts.append
+    if mode == "count":  # the caller only iterates: nothing kept, for peak RSS
+        counts = [0, 0]
+
+        def sink(text):
+            counts[0] += 1
+            counts[1] += len(text)
+
+        sink.counts = counts
+        return sink
     delays = []
     mono = time.monotonic_ns
 
@@ -113,9 +127,11 @@ def _floor(base, wire, sink, json, socket, zlib, urlsplit):
                     j = ev.find(b"data: ")
                     if j < 0:
                         continue
-                    payload = ev[j + 6:]
+                    # json.loads(bytes) sniffs the encoding in Python: decoding
+                    # first is ~2 us cheaper per event
+                    payload = ev[j + 6:].decode()
                     if wire == "openai":
-                        if payload == b"[DONE]":
+                        if payload == "[DONE]":
                             done = True
                             break
                         choices = loads(payload)["choices"]
@@ -287,20 +303,36 @@ CLIENTS = {
 }
 
 
+def _hwm_kb():
+    """Peak resident set of this process (this exec's address space), kB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def main(argv):
     import os
 
     args = list(argv)
     opts = {}
-    for flag in ("--path", "--profile"):
+    for flag in ("--path", "--profile", "--cpu"):
         if flag in args:
             i = args.index(flag)
             opts[flag] = args[i + 1]
             del args[i:i + 2]
     name = args[0]
     if name == "none":
-        sys.stdout.write('{"client": "none"}\n')
+        sys.stdout.write(f'{{"client": "none", "hwm_kb": {_hwm_kb()}}}\n')
         return 0
+    if "--cpu" in opts and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {int(opts["--cpu"])})
     base, wire, mode, n = args[1], args[2], args[3], int(args[4])
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path.insert(0, opts.get("--path") or os.path.dirname(here))
@@ -329,17 +361,21 @@ def main(argv):
     import json
 
     text = "".join(texts)
+    events = sink.counts[0] if mode == "count" else len(texts)
     out = {
-        "client": name, "wire": wire, "mode": mode, "n": n, "events": len(texts),
-        "cpu": cpu, "wall": wall,
+        "client": name, "wire": wire, "mode": mode, "n": n, "events": events,
+        "cpu": cpu, "wall": wall, "hwm_kb": _hwm_kb(),
         "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "sha": hashlib.sha1(text.encode("utf-8")).hexdigest(), "len": str(len(text)),
-        "accumulated_ok": None if result is None else result == text,
+        "accumulated_ok": None if result is None else (
+            len(result) == sink.counts[1] if mode == "count" else result == text),
     }
     if "llmstreamer" in name:
         mod = sys.modules["llmstreamer"]
         out["module"] = mod.__file__
-    if mode != "flood":
+    if mode == "count":
+        out["len"] = str(sink.counts[1])
+    if mode == "trickle":
         out["delays_ns"] = sink.delays
     sys.stdout.write(json.dumps(out) + "\n")
     return 0
