@@ -3491,3 +3491,73 @@ def test_pooled_connection_closed_by_the_server_is_sent_again():
         listener.close()
         thread.join(10)
     assert len(answered) == 3
+
+
+# --------------------------------------------------------------------------
+# TLS: the read path over an SSL socket, as every hosted API is reached
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_cert(tmp_path_factory: Any) -> Tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1, made by the openssl CLI."""
+    where = tmp_path_factory.mktemp("tls")
+    cert, key = str(where / "cert.pem"), str(where / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+         "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+@pytest.fixture
+def tls_server(serve: Any, tls_cert: Tuple[str, str]) -> Server:
+    import ssl
+
+    server = serve()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(*tls_cert)
+    server._httpd.socket = ctx.wrap_socket(server._httpd.socket, server_side=True)
+    server.url = f"https://127.0.0.1:{server.port}/v1"
+    return server
+
+
+def tls_provider(server: Server, cert: str, monkeypatch: Any) -> ls.OpenAI:
+    # A CA bundle from the environment, as requests reads it (verification on)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", cert)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    return ls.OpenAI(api_key="sk-test", base_url=server.url, max_retries=0, timeout=5)
+
+
+@pytest.mark.parametrize("framing", FRAMINGS)
+def test_tls_each_event_arrives_before_the_next_bytes_are_sent(tls_server, tls_cert, framing,
+                                                               monkeypatch):
+    p = tls_provider(tls_server, tls_cert[0], monkeypatch)
+    got_first = threading.Event()
+    tls_server.script(Reply([sse(ROLE, text("Hel")), got_first,
+                             sse(text("lo"), finish(), DONE)], framing=framing))
+    gen = p.stream_chat("hi")
+    assert next(gen) == "Hel"
+    got_first.set()
+    rest, completion = drain(gen)
+    assert (rest, completion.text, tls_server.gate_timeouts) == (["lo"], "Hello", 0)
+
+
+@pytest.mark.parametrize("framing", ["chunked", "gzip"])
+def test_tls_awkward_splits_and_connection_reuse(tls_server, tls_cert, framing, monkeypatch):
+    p = tls_provider(tls_server, tls_cert[0], monkeypatch)
+    wire = b"".join(pieces(*TEXT_USAGE))
+    tls_server.script(Reply([wire[i:i + 7] for i in range(0, len(wire), 7)], framing=framing))
+    for _ in range(3):
+        c = p.chat("hi")
+        assert (c.text, c.usage.total_tokens) == ("Hello, world!", 29)
+    assert tls_server.connections == 1
+
+
+def test_tls_certificate_is_verified(tls_server, monkeypatch):
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)  # the system CAs: ours is unknown
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    p = ls.OpenAI(api_key="sk-test", base_url=tls_server.url, max_retries=0, timeout=5)
+    with pytest.raises(ls.APIConnectionError, match=r"(?i)certificate"):
+        p.chat("hi")
