@@ -54,6 +54,7 @@ import os
 import random
 import re
 import socket
+import sys
 import threading
 import time
 import zlib
@@ -1121,10 +1122,13 @@ class _Provider:
             resp.close()
 
     def _post(self, session: requests.Session, req: _Request) -> requests.Response:
-        log.debug("%s: POST %s model=%s", self.name, req.url, req.model)
-        try:
+        def send() -> requests.Response:
             return session.post(req.url, headers=req.headers, json=req.body, stream=True,
                                 timeout=self.timeout, allow_redirects=False)
+
+        log.debug("%s: POST %s model=%s", self.name, req.url, req.model)
+        try:
+            return send()
         except requests.ConnectionError as exc:
             # Servers such as llama.cpp's advertise keep-alive yet close after a
             # stream; a request sent on such a pooled connection meets a close
@@ -1134,8 +1138,7 @@ class _Provider:
                 raise
             log.debug("%s: pooled connection was closed by the server; sending again",
                       self.name)
-        return session.post(req.url, headers=req.headers, json=req.body, stream=True,
-                            timeout=self.timeout, allow_redirects=False)
+        return send()
 
     def _read(self, resp: requests.Response, req: _Request, st: _State,
               chunks: Iterator[bytes]) -> Iterator[Event]:
@@ -1300,6 +1303,14 @@ def _json(data: str, provider: str) -> Any:
                        f"{data[:200]!r}", provider=provider) from None
 
 
+def _json_object(data: str, provider: str) -> Dict[str, Any]:
+    obj = _json(data, provider)
+    if not isinstance(obj, dict):
+        raise APIError(f"malformed data from {provider}: expected a JSON object, got "
+                       f"{data[:200]!r}", provider=provider)
+    return obj
+
+
 # ---------------------------------------------------------------- OpenAI ---
 
 _OPENAI_FINISH = {
@@ -1355,19 +1366,15 @@ class OpenAI(_Provider):
         if data == "[DONE]":
             st.ended = st.done = True
             return ()
-        obj = _json(data, self.name)
-        if not isinstance(obj, dict):
-            raise APIError(f"malformed data from openai: expected a JSON object, got "
-                           f"{data[:200]!r}", provider=self.name)
-        return self._chunk(obj, obj, st, "delta")
+        return self._chunk(_json_object(data, self.name), st, "delta")
 
     def _parse_json(self, body: Any, st: _State) -> Sequence[Event]:
         if not isinstance(body, dict):
             raise APIError(f"unexpected JSON from openai: {str(body)[:200]}",
                            provider=self.name)
-        return self._chunk(body, body, st, "message")
+        return self._chunk(body, st, "message")
 
-    def _chunk(self, obj: Dict[str, Any], raw: Any, st: _State, key: str) -> List[Event]:
+    def _chunk(self, obj: Dict[str, Any], st: _State, key: str) -> List[Event]:
         if "error" in obj or obj.get("object") == "error":
             raise _stream_error(obj, self.name)
         if st.id is None:
@@ -1381,14 +1388,14 @@ class OpenAI(_Provider):
             delta = choice.get(key) or {}
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if reasoning:
-                events.append(_delta_event("reasoning", reasoning, raw))
+                events.append(_delta_event("reasoning", reasoning, obj))
             content = delta.get("content")
             if content:
-                events.append(_delta_event("text", _text_of(content), raw))
+                events.append(_delta_event("text", _text_of(content), obj))
             if delta.get("refusal"):
                 st.refusal.append(delta["refusal"])
             for tc in delta.get("tool_calls") or ():
-                events.append(self._tool_fragment(tc, st, raw))
+                events.append(self._tool_fragment(tc, st, obj))
             reason = choice.get("finish_reason")
             if reason:
                 st.stop_reason = reason
@@ -1396,7 +1403,7 @@ class OpenAI(_Provider):
                 st.ended = True  # usage and [DONE] may follow, but need not
         usage = obj.get("usage")
         if usage:
-            events.append(Event("usage", usage=_openai_usage(usage), raw=raw))
+            events.append(Event("usage", usage=_openai_usage(usage), raw=obj))
         return events
 
     @staticmethod
@@ -1581,10 +1588,7 @@ class Anthropic(_Provider):
         return blocks
 
     def _parse(self, event: sseclient.Event, st: _State) -> Sequence[Event]:
-        obj = _json(event.data, self.name)
-        if not isinstance(obj, dict):
-            raise APIError(f"malformed data from anthropic: expected a JSON object, got "
-                           f"{event.data[:200]!r}", provider=self.name)
+        obj = _json_object(event.data, self.name)
         # the JSON "type" is authoritative: some proxies drop the event: lines
         kind = obj.get("type") or event.event
         if kind == "content_block_delta":
@@ -1616,10 +1620,8 @@ class Anthropic(_Provider):
 
     @staticmethod
     def _delta(obj: Dict[str, Any], st: _State) -> Sequence[Event]:
-        delta = obj["delta"]
+        delta = obj["delta"]  # text_delta never gets here: _parse answers it first
         kind = delta.get("type")
-        if kind == "text_delta":
-            return (_delta_event("text", delta["text"], obj),)
         if kind == "input_json_delta":
             index = st.scratch[("tool", obj["index"])]
             return (Event("tool_call", index=index, arguments=delta["partial_json"], raw=obj),)
@@ -2040,8 +2042,6 @@ def _event_json(ev: Event) -> str:
 
 def _cli_turn(provider: _Provider, messages: List[Dict[str, Any]], args: Any,
               options: Dict[str, Any]) -> Completion:
-    import sys
-
     out, err = sys.stdout, sys.stderr
     completion: Optional[Completion] = None
     events = provider.stream_events(messages, args.model, **options)
@@ -2082,8 +2082,6 @@ def _stats(c: Completion) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The command line: ``llmstreamer [options] [PROMPT...]``; returns the exit code."""
-    import sys
-
     args = _cli_parser().parse_args(argv)
     try:
         base = _provider(args.provider)
@@ -2126,8 +2124,6 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _cli_chat(provider: _Provider, args: Any, options: Dict[str, Any]) -> int:
-    import sys
-
     history: List[Dict[str, Any]] = []
     if args.prompt:
         history.append({"role": "user", "content": " ".join(args.prompt)})
