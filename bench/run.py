@@ -236,56 +236,43 @@ class Bench:
 
     def flood(self) -> Dict[str, Any]:
         """CPU per event of the streaming loop, 100k-event flood, chunked, per wire."""
-        c = self.cfg
-        out: Dict[str, Any] = {}
-        for wire in wires.WIRES:
-            clients = self.clients(wire)
-            rows: Dict[str, List[Dict[str, Any]]] = {k: [] for k in clients}
-            ratios: Dict[str, List[float]] = {k: [] for k in clients}
-            for r in range(c["rounds"]):
-                res_round: Dict[str, float] = {}
-                for client in self.order(clients, r):
-                    if client in SDK_MODULE and r >= c["sdk_rounds"]:
-                        continue
-                    n = c["sdk_n"] if client in SDK_MODULE else c["flood_n"]
-                    res = self.run(client, wire, "chunked", "flood", n)
-                    if res is None:
-                        continue
-                    res["us_per_event"] = res["cpu"] / n * 1e6
-                    rows[client].append(res)
-                    res_round[client] = res["us_per_event"]
-                floor_us = res_round.get("floor")
-                for client, us in res_round.items():
-                    if floor_us:
-                        ratios[client].append(us / floor_us)
-                log(f"flood {wire} round {r + 1}: " + ", ".join(
-                    f"{k} {v:.2f}" for k, v in res_round.items()) + " us/event")
-            out[wire] = {k: summarize(rows[k], ratios[k]) for k in clients if rows[k]}
-        return out
+        return {wire: self._flood_rounds(self.clients(wire), wire, "chunked",
+                                         self.cfg["rounds"], f"flood {wire}")
+                for wire in wires.WIRES}
 
     def framings(self) -> Dict[str, Any]:
         """The same flood on close-delimited and gzip bodies (openai wire)."""
-        c = self.cfg
-        out: Dict[str, Any] = {}
         clients = self.clients("openai", sdk=False, chat=False)
-        for framing in ("close", "gzip"):
-            rows: Dict[str, List[Dict[str, Any]]] = {k: [] for k in clients}
-            ratios: Dict[str, List[float]] = {k: [] for k in clients}
-            for r in range(c["framing_rounds"]):
-                res_round = {}
-                for client in self.order(clients, r):
-                    res = self.run(client, "openai", framing, "flood", c["flood_n"])
-                    if res is not None:
-                        res["us_per_event"] = res["cpu"] / c["flood_n"] * 1e6
-                        rows[client].append(res)
-                        res_round[client] = res["us_per_event"]
-                for client, us in res_round.items():
-                    if res_round.get("floor"):
-                        ratios[client].append(us / res_round["floor"])
-                log(f"flood openai/{framing} round {r + 1}: " + ", ".join(
-                    f"{k} {v:.2f}" for k, v in res_round.items()) + " us/event")
-            out[framing] = {k: summarize(rows[k], ratios[k]) for k in clients if rows[k]}
-        return out
+        return {framing: self._flood_rounds(clients, "openai", framing,
+                                            self.cfg["framing_rounds"],
+                                            f"flood openai/{framing}")
+                for framing in ("close", "gzip")}
+
+    def _flood_rounds(self, clients: List[str], wire: str, framing: str, rounds: int,
+                      label: str) -> Dict[str, Any]:
+        """Interleaved rounds of one flood; ratios to the floor within each round."""
+        c = self.cfg
+        rows: Dict[str, List[Dict[str, Any]]] = {k: [] for k in clients}
+        ratios: Dict[str, List[float]] = {k: [] for k in clients}
+        for r in range(rounds):
+            res_round: Dict[str, float] = {}
+            for client in self.order(clients, r):
+                if client in SDK_MODULE and r >= c["sdk_rounds"]:
+                    continue
+                n = c["sdk_n"] if client in SDK_MODULE else c["flood_n"]
+                res = self.run(client, wire, framing, "flood", n)
+                if res is None:
+                    continue
+                res["us_per_event"] = res["cpu"] / n * 1e6
+                rows[client].append(res)
+                res_round[client] = res["us_per_event"]
+            floor_us = res_round.get("floor")
+            for client, us in res_round.items():
+                if floor_us:
+                    ratios[client].append(us / floor_us)
+            log(f"{label} round {r + 1}: " + ", ".join(
+                f"{k} {v:.2f}" for k, v in res_round.items()) + " us/event")
+        return {k: summarize(rows[k], ratios[k]) for k in clients if rows[k]}
 
     def delivery(self) -> Dict[str, Any]:
         """Delay from the server's send to the consumer, one event every 20 ms."""
