@@ -2317,6 +2317,37 @@ def test_fuzz_json_of_unknown_shape(obj, p):
     run_offline(p, [sse(obj) if isinstance(obj, dict) else f"data: {json.dumps(obj)}\n\n".encode()])
 
 
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner,
+                                                                max_size=3),
+    max_leaves=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON_VALUES, st.sampled_from(["", " ", "\t", "\n "]), st.sampled_from(["", " ", "\r\n"]),
+       st.sampled_from(["", "x", "}", "{}", "]", ",1", "\\"]), st.integers(0, 40))
+@example({"a": 1}, "", "", "", 0)
+@example({"a": 1}, "", " ", "", 0)
+@example([], "", "", "", 0)
+def test_event_json_is_exactly_json_loads(value, before, after, junk, cut):
+    """The scanner shortcut in _json_object gives json.loads's answer: the
+    same object, or an APIError wherever json.loads raises."""
+    data = before + json.dumps(value) + after + junk
+    for text in (data, data[:cut]):
+        try:
+            want = json.loads(text)
+        except ValueError:
+            with pytest.raises(ls.APIError, match="expected JSON"):
+                ls._json_object(text, "p")
+            continue
+        if isinstance(want, dict):
+            assert json.dumps(ls._json_object(text, "p")) == json.dumps(want)  # NaN != NaN
+        else:
+            with pytest.raises(ls.APIError, match="expected a JSON object"):
+                ls._json_object(text, "p")
+
+
 # Concurrency: one provider, many threads, each stream gets its own text.
 
 
