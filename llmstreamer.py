@@ -46,8 +46,7 @@ __all__ = [
     "stream_with_callbacks",
 ]
 
-import email.utils
-import http.client
+import importlib
 import json
 import json.scanner
 import logging
@@ -61,6 +60,7 @@ import time
 import zlib
 from dataclasses import dataclass, field, fields
 from typing import (
+    TYPE_CHECKING,
     Any,
     Callable,
     Dict,
@@ -77,9 +77,34 @@ from typing import (
 )
 from urllib.parse import urlsplit
 
-import requests
 import sseclient
-import urllib3.exceptions as u3
+
+
+class _Deferred:
+    """A module imported when it is first used, then bound in its place.
+
+    requests, urllib3 and http.client take ~100 ms to import; ``import
+    llmstreamer`` does not pay that (a CLI's --help, a program that may never
+    stream); the first request does."""
+
+    def __init__(self, alias: str, module: str) -> None:
+        self._alias, self._module = alias, module
+
+    def __getattr__(self, attr: str) -> Any:
+        module = importlib.import_module(self._module)
+        globals()[self._alias] = module
+        return getattr(module, attr)
+
+
+if TYPE_CHECKING:
+    import http.client as httpclient
+
+    import requests
+    import urllib3.exceptions as u3
+else:
+    httpclient = _Deferred("httpclient", "http.client")
+    requests = _Deferred("requests", "requests")
+    u3 = _Deferred("u3", "urllib3.exceptions")
 
 log = logging.getLogger("llmstreamer")
 
@@ -672,9 +697,6 @@ def _read_timeout(timeout: Timeout) -> float:
     return timeout[1] if isinstance(timeout, tuple) else timeout
 
 
-_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
-
-
 def _innermost(exc: BaseException) -> BaseException:
     """The root of a requests/urllib3 error chain (requests -> MaxRetryError ->
     NewConnectionError -> OSError, or ProtocolError('Connection aborted.', err))."""
@@ -709,6 +731,8 @@ def _retry_after(headers: Mapping[str, str]) -> Optional[float]:
         return max(0.0, float(value))
     except ValueError:
         pass
+    import email.utils  # loaded by http.client by now; not at import
+
     try:  # an HTTP date
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -792,7 +816,7 @@ def _read_chunks(raw: Any) -> Iterator[bytes]:
     """
     fp = getattr(raw, "_fp", None)
     sock = getattr(fp, "fp", None)
-    if (isinstance(fp, http.client.HTTPResponse) and sock is not None
+    if (isinstance(fp, httpclient.HTTPResponse) and sock is not None
             and getattr(raw, "_fp_bytes_read", None) == 0 and fp.chunk_left is None
             and (fp.chunked or fp.length is None)):
         encoding = (raw.headers.get("content-encoding") or "").strip().lower()
@@ -830,7 +854,7 @@ def _until_eof(read1: Callable[[int], bytes]) -> Iterator[bytes]:
         yield data
 
 
-def _dechunk(raw: Any, fp: http.client.HTTPResponse,
+def _dechunk(raw: Any, fp: httpclient.HTTPResponse,
              read1: Callable[[int], bytes]) -> Iterator[bytes]:
     """Undo chunked transfer coding (RFC 9112, 7.1) as bytes arrive: what a
     read returns is yielded at once, whole chunks or not, so no event waits
@@ -1160,7 +1184,8 @@ class _Provider:
             # stream; a request sent on such a pooled connection meets a close
             # before any response byte. Nothing was received, so nothing can be
             # duplicated: send it once more (on a new connection), uncounted.
-            if not isinstance(_innermost(exc), _STALE):
+            stale = (httpclient.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+            if not isinstance(_innermost(exc), stale):
                 raise
             log.debug("%s: pooled connection was closed by the server; sending again",
                       self.name)

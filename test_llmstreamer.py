@@ -2719,6 +2719,26 @@ SLOW_TEXT_USAGE = [*pieces(TEXT_USAGE[0], TEXT_USAGE[1]), 0.1, *pieces(TEXT_USAG
                    *pieces(TEXT_USAGE[3]), 0.1, *pieces(*TEXT_USAGE[4:])]
 
 
+IMPORT_THEN_STREAM = """
+import sys
+import llmstreamer as ls
+
+heavy = {"requests", "urllib3", "http.client"} & set(sys.modules)
+assert not heavy, f"imported by import llmstreamer: {sorted(heavy)}"
+p = ls.OpenAI(max_retries=0)
+print(repr(p.chat("Hi").text), "requests" in sys.modules)
+"""
+
+
+def test_import_leaves_requests_for_the_first_request(server):
+    """import llmstreamer does not import requests, urllib3 or http.client
+    (~100 ms); the first request does, and works."""
+    server.script(Reply(pieces(*TEXT)))
+    out = run([sys.executable, "-c", IMPORT_THEN_STREAM], child_env(server))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "'Hello, world!' True\n"
+
+
 def test_cli_prompt_from_arguments(server):
     r = cli("Tell", "me", "a", "joke", server=server)
     assert (r.returncode, r.stdout, r.stderr) == (0, "Hello, world!\n", "")
