@@ -164,6 +164,9 @@ def _floor(base, wire, sink, json, socket, zlib, urlsplit):
 
 
 def _ls_provider(base, wire):
+    # llmstreamer imports requests with its first request; imports are not timed
+    import requests  # noqa: F401
+
     import llmstreamer as ls
 
     cls = {"openai": ls.OpenAI, "anthropic": ls.Anthropic, "gemini": ls.Gemini}[wire]
@@ -367,6 +370,8 @@ def main(argv):
         "cpu": cpu, "wall": wall, "hwm_kb": _hwm_kb(),
         "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "sha": hashlib.sha1(text.encode("utf-8")).hexdigest(), "len": str(len(text)),
+        # what the library keeps for the Completion: the text, as one str
+        "kept_kb": sys.getsizeof(result) // 1024 if isinstance(result, str) else None,
         "accumulated_ok": None if result is None else (
             len(result) == sink.counts[1] if mode == "count" else result == text),
     }
