@@ -1153,7 +1153,7 @@ class _Provider:
     def _retry_wait(self, exc: LLMStreamerError, st: _State) -> Optional[float]:
         """Seconds to wait before retrying, or None to raise ``exc`` now."""
         if st.deltas or st.retries >= self.max_retries or not _retryable(exc):
-            return None  # never retry once output was shown: no duplicates
+            return None  # never retry once content arrived: no duplicates
         wait = exc.retry_after if isinstance(exc, APIError) else None
         if wait is None:
             return float(self._retry_base * 2 ** st.retries * (0.5 + random.random() / 2))
