@@ -58,7 +58,7 @@ import sys
 import threading
 import time
 import zlib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -85,15 +85,27 @@ class _Deferred:
 
     requests, urllib3 and http.client take ~100 ms to import; ``import
     llmstreamer`` does not pay that (a CLI's --help, a program that may never
-    stream); the first request does."""
+    stream); the first request does. Setting an attribute sets it on the
+    module, so ``mock.patch("llmstreamer.requests.Session")`` works."""
 
     def __init__(self, alias: str, module: str) -> None:
-        self._alias, self._module = alias, module
+        self.__dict__.update(alias=alias, module=module)
 
-    def __getattr__(self, attr: str) -> Any:
-        module = importlib.import_module(self._module)
-        globals()[self._alias] = module
-        return getattr(module, attr)
+    def _load(self) -> Any:
+        module = importlib.import_module(self.__dict__["module"])
+        globals()[self.__dict__["alias"]] = module
+        return module
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # copy, pickle and inspect probes: not a reason to import
+            raise AttributeError(name)
+        return getattr(self._load(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._load(), name, value)
+
+    def __delattr__(self, name: str) -> None:
+        delattr(self._load(), name)
 
 
 if TYPE_CHECKING:
@@ -405,7 +417,7 @@ class _Call:
 
 _BLOCK = 4096  # accumulated deltas are joined into one str this often
 _new = object.__new__
-_EVENT_DEFAULTS = {f.name: f.default for f in fields(Event)}
+_EVENT_DEFAULTS = vars(Event(""))  # every field's default, in field order
 
 
 class _State:
@@ -453,7 +465,7 @@ class _State:
         # __init__, whose nine object.__setattr__ calls cost ~0.4 us a delta
         ev: Event = _new(Event)
         attrs = ev.__dict__
-        attrs.update(_EVENT_DEFAULTS)  # in field order, as __init__ would set them
+        attrs.update(_EVENT_DEFAULTS)
         attrs["type"], attrs["text"], attrs["raw"] = kind, text, raw
         return ev
 
@@ -466,7 +478,7 @@ class _State:
             self.ttft = time.monotonic() - self.t0
         return Event("tool_call", index=index, id=id, name=name, arguments=arguments, raw=raw)
 
-    def report(self, usage: Usage, raw: Any) -> Event:
+    def set_usage(self, usage: Usage, raw: Any) -> Event:
         """Record the usage figures so far; the Event that carries them."""
         self.usage = usage
         return Event("usage", usage=usage, raw=raw)
@@ -629,8 +641,10 @@ class _SSEDecoder:
         payload = data[0] if len(data) == 1 else b"\n".join(data)
         kind = self._type
         ev = _new(sseclient.Event)  # its __init__ call costs ~0.15 us more
-        ev.id, ev.data, ev.retry = self._last_id, payload.decode("utf-8", "replace"), self._retry
+        ev.id = self._last_id
         ev.event = (_EVENT_NAMES.get(kind) or _event_name(kind)) if kind else "message"
+        ev.data = payload.decode("utf-8", "replace")
+        ev.retry = self._retry
         return ev
 
 
@@ -1329,9 +1343,9 @@ _scan = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
 def _json_object(data: str, provider: str) -> Dict[str, Any]:
     """The JSON object in an event's data; anything else is an APIError.
 
-    The scanner is called first, without json.loads's Python layers (~0.7 us
-    an event); what it does not take whole (whitespace around the value,
-    errors) goes to json.loads for the same result or error."""
+    The scanner is called without json.loads's Python layers (~0.7 us an
+    event); what it does not take whole (whitespace around the value, or
+    not JSON) goes to json.loads, which decides."""
     try:
         try:
             obj, end = _scan(data, 0)
@@ -1440,7 +1454,7 @@ class OpenAI(_Provider):
                 st.ended = True  # usage and [DONE] may follow, but need not
         usage = obj.get("usage")
         if usage:
-            events.append(st.report(_openai_usage(usage), obj))
+            events.append(st.set_usage(_openai_usage(usage), obj))
         return events
 
     @staticmethod
@@ -1716,7 +1730,7 @@ class Anthropic(_Provider):
         # input_tokens excludes cache reads and writes (Anthropic's meaning, kept)
         u = Usage(input_tokens=inp, output_tokens=out, total_tokens=inp + read + write + out,
                   cached_tokens=read)
-        return (st.report(u, raw),)
+        return (st.set_usage(u, raw),)
 
     def _parse_json(self, body: Any, st: _State) -> Sequence[Event]:
         if not isinstance(body, dict) or body.get("type") == "error":
@@ -1929,7 +1943,7 @@ class Gemini(_Provider):
                 cached_tokens=usage.get("cachedContentTokenCount", 0),
             )
             if u != st.usage:  # every chunk repeats it; report changes only
-                events.append(st.report(u, obj))
+                events.append(st.set_usage(u, obj))
         return events
 
 

@@ -2014,6 +2014,43 @@ def test_gemini_json_array_without_alt_sse(server, gemini):
     assert gemini.chat("Hi").text == "ab"
 
 
+def calls_of(completion: Any) -> List[Any]:
+    return [(c.name, c.arguments) for c in completion.tool_calls]
+
+
+def test_calls_without_index_in_one_chunk_stay_apart():
+    """Two new ids in one delta are two calls, with no index to tell them apart."""
+    delta = {"tool_calls": [
+        {"id": "call_a", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+        {"id": "call_b", "type": "function", "function": {"name": "g", "arguments": '{"x":1}'}}]}
+    _, completion = offline(ls.OpenAI(api_key="k"),
+                            [sse(chunk(delta), finish("tool_calls")), DONE.encode()])
+    assert calls_of(completion) == [("f", "{}"), ("g", '{"x":1}')]
+
+
+def test_calls_in_a_json_completion_without_index_stay_apart():
+    body = {"id": "c1", "object": "chat.completion", "choices": [{"index": 0, "message": {
+        "role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_a", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+            {"id": "call_b", "type": "function",
+             "function": {"name": "g", "arguments": '{"x":1}'}}]},
+        "finish_reason": "tool_calls"}]}
+    events = list(ls.OpenAI(api_key="k")._events([json.dumps(body).encode()],
+                                                 ls._State("openai", "m"), whole=True))
+    assert calls_of(events[-1].completion) == [("f", "{}"), ("g", '{"x":1}')]
+
+
+def test_gemini_calls_in_a_json_array_are_numbered_apart():
+    body = [gem([{"functionCall": {"name": "f", "args": {}}}]),
+            gem([{"functionCall": {"name": "g", "args": {"x": 1}}}], "STOP")]
+    events = list(GEMINI._events([json.dumps(body).encode()], ls._State("gemini", "m"),
+                                 whole=True))
+    completion = events[-1].completion
+    assert calls_of(completion) == [("f", "{}"), ("g", '{"x": 1}')]
+    assert [c.id for c in completion.tool_calls] == ["call_resp-7Xk_0", "call_resp-7Xk_1"]
+    assert completion.finish_reason == "tool_calls"
+
+
 # --------------------------------------------------------------------------
 # Conversations that move between providers
 # --------------------------------------------------------------------------
