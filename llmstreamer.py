@@ -596,19 +596,22 @@ class _SSEDecoder:
         out: List[sseclient.Event] = []
         data = self._data
         size, limit = self._size, self._max
-        for line in lines:
-            if line[:6] == b"data: ":  # the common line first
-                data.append(line[6:])
-                size += len(line) - 6
-                if size > limit:
-                    raise _StreamTooLarge(size)
-                continue
+        for line in lines:  # the common lines first
             if not line:  # a blank line dispatches the event
                 if data:
                     out.append(self._dispatch(data))
                     data = self._data = []
                     size = 0
                 self._type = b""
+                continue
+            if line[:6] == b"data: ":
+                data.append(line[6:])
+                size += len(line) - 6
+                if size > limit:
+                    raise _StreamTooLarge(size)
+                continue
+            if line[:7] == b"event: ":
+                self._type = line[7:]
                 continue
             name, _, value = line.partition(b":")
             if value[:1] == b" ":
@@ -893,12 +896,11 @@ def _dechunk(raw: Any, fp: httpclient.HTTPResponse,
             left -= stop
             pos = stop
             skip = 0 if left else 2
+        if skip:  # the CRLF after a chunk's data, split across reads
+            step = min(skip, end - pos)
+            pos += step
+            skip -= step
         while pos < end:
-            if skip:
-                step = min(skip, end - pos)
-                pos += step
-                skip -= step
-                continue
             eol = data.find(b"\n", pos)
             if eol < 0:
                 buf = data[pos:]
@@ -923,17 +925,19 @@ def _dechunk(raw: Any, fp: httpclient.HTTPResponse,
                     size = int(data[pos:eol].split(b";", 1)[0], 16)
                 except ValueError:
                     size = -1
+            start = eol + 1
+            stop = start + size
+            if size > 0 and stop + 2 <= end:  # the whole chunk and its CRLF are here
+                out.append(data[start:stop])
+                pos = stop + 2
+                continue
             if size < 0:
                 raise u3.ProtocolError(f"InvalidChunkLength(got length {data[pos:eol][:40]!r})")
-            pos = eol + 1
             if not size:
-                last = True
+                last, pos = True, start
                 continue
-            stop = pos + size
-            out.append(data[pos:stop])
-            if stop + 2 <= end:  # the whole chunk and its CRLF are here
-                pos = stop + 2
-            elif stop <= end:  # all its data, part of its CRLF
+            out.append(data[start:stop])
+            if stop <= end:  # all its data, part of its CRLF
                 skip, pos = 2 - (end - stop), end
             else:  # the rest of its data comes in later reads
                 left, pos = stop - end, end

@@ -930,6 +930,45 @@ def test_awkward_splits_every_framing(server, provider, framing, body):
     assert completion.text == "".join(TEXT_UNICODE_DELTAS)
 
 
+class _Released:
+    """Stands in for the urllib3 response and http.client one _dechunk hands back."""
+
+    def __init__(self) -> None:
+        self.released = False
+
+    def release_conn(self) -> None:
+        self.released = True
+
+    def close(self) -> None:
+        pass
+
+
+CHUNKED = (b"5\r\nHello\r\n1a;ext=1\r\n" + b"x" * 26 + b"\r\n"
+           b"3 \r\n, w\r\n0\r\nTrailer: t\r\n\r\n")
+
+
+def dechunk(reads: List[bytes]) -> Any:
+    it = iter(reads)
+    raw = _Released()
+    out = b"".join(ls._dechunk(raw, raw, lambda n: next(it, b"")))  # type: ignore[arg-type]
+    return out, raw.released
+
+
+@pytest.mark.parametrize("cuts", [[i] for i in range(1, len(CHUNKED))]
+                         + [list(range(1, len(CHUNKED)))], ids=lambda c: f"cut{c[0]}x{len(c)}")
+def test_dechunk_at_every_split(cuts):
+    """The chunked reader gives the same bytes however reads split the
+    framing: inside a size line, between data and its CRLF, in the trailer."""
+    reads = [CHUNKED[a:b] for a, b in zip([0, *cuts], [*cuts, len(CHUNKED)])]
+    assert dechunk(reads) == (b"Hello" + b"x" * 26 + b", w", True)
+
+
+@pytest.mark.parametrize("cut", range(1, len(CHUNKED)))
+def test_dechunk_truncated_body_is_an_error(cut):
+    with pytest.raises(ls.u3.ProtocolError):
+        dechunk([CHUNKED[:cut]])
+
+
 @pytest.mark.parametrize("framing", FRAMINGS)
 def test_each_event_arrives_before_the_next_bytes_are_sent(server, provider, framing):
     # The server sends "Hel", then sends nothing more until the test has it.
