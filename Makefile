@@ -37,7 +37,7 @@ test-fast: lint
 	$(PY) -m pytest -m "not integration"
 
 # bench/results.{md,json,png}: llmstreamer vs a raw-socket floor, requests +
-# sseclient-py and the official SDKs, interleaved rounds (~9 minutes)
+# sseclient-py and the official SDKs, interleaved rounds (~11 minutes)
 bench: venv
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/run.py

@@ -40,7 +40,7 @@ SDK_FOR = {"openai": "openai-sdk", "anthropic": "anthropic-sdk", "gemini": "gena
 SDK_MODULE = {"openai-sdk": "openai", "anthropic-sdk": "anthropic", "genai-sdk": "google.genai"}
 CORE = ("floor", "llmstreamer", "llmstreamer-chat", "naive")
 
-FULL = dict(flood_n=100_000, sdk_n=10_000, rounds=5, sdk_rounds=3, framing_rounds=5,
+FULL = dict(flood_n=100_000, sdk_n=10_000, rounds=9, sdk_rounds=3, framing_rounds=9,
             trickle_n=150, trickle_ms=20, trickle_rounds=2, import_runs=9,
             whole_n=2000, whole_rounds=4, scale_ns=(1000, 10_000, 100_000), scale_rounds=5,
             timeout=600.0)
@@ -324,7 +324,8 @@ class Bench:
             for name, code, path in self.order(targets, r):
                 run_env = dict(env, PYTHONPATH=path, **(cold if "no .pyc" in name else {}))
                 t0 = time.perf_counter()
-                p = subprocess.Popen([self.python, "-c", code], env=run_env)
+                # cwd=path: `-c` puts the current directory first on sys.path
+                p = subprocess.Popen([self.python, "-c", code], env=run_env, cwd=path)
                 _, status, ru = os.wait4(p.pid, 0)
                 p.returncode = os.waitstatus_to_exitcode(status)
                 wall = (time.perf_counter() - t0) * 1000
@@ -340,7 +341,11 @@ class Bench:
             run_env = dict(env, PYTHONPATH=path, **(cold if "no .pyc" in name else {}))
             mod = "requests" if name == "requests" else "llmstreamer"
             cp = subprocess.run([self.python, "-X", "importtime", "-c", f"import {mod}"],
-                                env=run_env, capture_output=True, text=True)
+                                env=run_env, cwd=path, capture_output=True, text=True)
+            where = subprocess.run([self.python, "-c", f"import {mod}; print({mod}.__file__)"],
+                                   env=run_env, cwd=path, capture_output=True, text=True)
+            if mod == "llmstreamer" and not where.stdout.startswith(os.path.abspath(path)):
+                raise Failure(f"{name}: imported {where.stdout.strip()!r}, not from {path}")
             cum = None
             for line in cp.stderr.splitlines():
                 parts = line.split("|")
