@@ -498,6 +498,11 @@ def goals(res: Dict[str, Any], who: str) -> List[Tuple[str, str, bool]]:
     return out
 
 
+def cpu_cell(r: Optional[Dict[str, Any]]) -> str:
+    """A flood table cell: µs per event and the ratio to the floor."""
+    return "-" if r is None else f"{fmt(r['us_per_event'])} ({fmt(r['ratio_to_floor'])}x)"
+
+
 def markdown(res: Dict[str, Any]) -> str:
     m = res["machine"]
     c = res["config"]
@@ -532,9 +537,7 @@ def markdown(res: Dict[str, Any]) -> str:
         for k in clients:
             cells = []
             for rows in res["flood"].values():
-                r = rows.get(k)
-                cells.append("-" if r is None else
-                             f"{fmt(r['us_per_event'])} ({fmt(r['ratio_to_floor'])}x)")
+                cells.append(cpu_cell(rows.get(k)))
             L.append(f"| {k} | " + " | ".join(cells) + " |")
         L.append("")
     if "framings" in res:
@@ -542,13 +545,9 @@ def markdown(res: Dict[str, Any]) -> str:
               "| client | " + " | ".join(["chunked", *res["framings"]]) + " |",
               "|---|" + "---:|" * (1 + len(res["framings"]))]
         for k in res["framings"].get("close", {}):
-            r0 = res.get("flood", {}).get("openai", {}).get(k)
-            cells = ["-" if r0 is None else
-                     f"{fmt(r0['us_per_event'])} ({fmt(r0['ratio_to_floor'])}x)"]
+            cells = [cpu_cell(res.get("flood", {}).get("openai", {}).get(k))]
             for rows in res["framings"].values():
-                r = rows.get(k)
-                cells.append("-" if r is None else
-                             f"{fmt(r['us_per_event'])} ({fmt(r['ratio_to_floor'])}x)")
+                cells.append(cpu_cell(rows.get(k)))
             L.append(f"| {k} | " + " | ".join(cells) + " |")
         L.append("")
     if "delivery" in res:
