@@ -362,7 +362,13 @@ class Event:
 
 @dataclass
 class Completion:
-    """The result of one streamed request; ``str(completion)`` is its text."""
+    """The result of one streamed request; ``str(completion)`` is its text.
+
+    ``native`` is set when the turn held content that is not text, reasoning
+    or a client tool call (server-tool blocks, types newer than this code):
+    ``{"protocol": name, "content": [...]}``, the turn as that protocol sent
+    it, which ``message`` carries back verbatim to the same protocol.
+    """
 
     text: str = ""
     reasoning: str = ""
@@ -374,6 +380,7 @@ class Completion:
     block_reason: Optional[str] = None
     signatures: List[Dict[str, Any]] = field(default_factory=list)
     citations: List[Dict[str, Any]] = field(default_factory=list)
+    native: Optional[Dict[str, Any]] = None
     model: Optional[str] = None
     id: Optional[str] = None
     provider: Optional[str] = None
@@ -401,6 +408,8 @@ class Completion:
             msg["reasoning"] = self.reasoning
         if self.signatures:
             msg["signatures"] = list(self.signatures)
+        if self.native:
+            msg["native"] = self.native
         return msg
 
 
@@ -438,9 +447,9 @@ class _State:
         self.block_reason: Optional[str] = None
         self.signatures: List[Dict[str, Any]] = []
         self.citations: List[Dict[str, Any]] = []
+        self.native: Optional[List[Dict[str, Any]]] = None  # see Completion.native
         self.ended = False  # the protocol's terminal signal arrived: EOF is fine now
         self.done = False  # nothing more to read: stop without waiting for EOF
-        self.scratch: Dict[Any, Any] = {}  # protocol-specific per-stream state
         # content events so far (once there is one, a retry could duplicate
         # output), and at the last stall clock check
         self.deltas = self.deltas_seen = 0
@@ -505,6 +514,8 @@ class _State:
             block_reason=self.block_reason,
             signatures=list(self.signatures),
             citations=list(self.citations),
+            native=(None if self.native is None else
+                    {"protocol": self.provider, "content": list(self.native)}),
             model=self.model,
             id=self.id,
             provider=self.provider,
@@ -512,6 +523,23 @@ class _State:
             elapsed=time.monotonic() - self.t0,
             retries=self.retries,
         )
+
+
+class _Parser:
+    """One stream's protocol state: SSE events (or one whole JSON body) in,
+    ``Event``s out, everything recorded in the ``_State`` as it is parsed.
+    Each provider has its own; what a protocol must remember between events
+    (open blocks, usage so far) lives in attributes of it."""
+
+    def __init__(self, st: _State) -> None:
+        self.st = st
+
+    def event(self, event: sseclient.Event) -> Sequence[Event]:
+        raise NotImplementedError
+
+    def body(self, body: Any) -> Sequence[Event]:
+        """A server that ignored ``stream: true``: the whole answer as JSON."""
+        raise NotImplementedError
 
 
 # ------------------------------------------------------------------- SSE ---
@@ -1086,16 +1114,12 @@ class _Provider:
                 self._session = s
             return self._session
 
-    # protocol adapters implement these three
+    # a protocol adapter is a request builder and a _Parser class
+
+    _parser: Type[_Parser] = _Parser
 
     def _build(self, messages: List[Dict[str, Any]], model: str, base_url: str,
                key: Optional[str], options: Dict[str, Any]) -> _Request:
-        raise NotImplementedError
-
-    def _parse(self, event: sseclient.Event, st: _State) -> Sequence[Event]:
-        raise NotImplementedError
-
-    def _parse_json(self, body: Any, st: _State) -> Sequence[Event]:
         raise NotImplementedError
 
     # public API
@@ -1234,19 +1258,20 @@ class _Provider:
         """Body bytes in, events out, the last one ``done``. No I/O of its own:
         every low-level exception that reading or parsing raises leaves as a
         typed ``LLMStreamerError``."""
+        parser = self._parser(st)
         try:
             if whole:
-                yield from self._parse_json(_json_body(chunks), st)
+                yield from parser.body(_json_body(chunks))
                 st.ended = st.done = True
             else:
                 decoder = _SSEDecoder(MAX_EVENT_BYTES)
-                parse = self._parse
+                parse = parser.event
                 watch = self.stall_timeout is not None or self.deadline is not None
                 for chunk in chunks:
                     for sse in decoder.feed(chunk):
                         if st.done:  # nothing after the terminal event is read
                             break
-                        yield from parse(sse, st)
+                        yield from parse(sse)
                     if st.done:
                         break
                     if watch:
@@ -1382,56 +1407,26 @@ _OPENAI_FINISH = {
 }
 
 
-class OpenAI(_Provider):
-    """OpenAI Chat Completions, and every server that speaks it (``base_url``).
+class _OpenAIParser(_Parser):
+    """Chat Completions chunks; the same code reads a whole JSON completion."""
 
-        local = ls.OpenAI(base_url="http://127.0.0.1:8080/v1")
-        print(local.chat("Hi").text)
-    """
-
-    name = "openai"
-    key_envs = ("OPENAI_API_KEY",)
-    base_env = "OPENAI_BASE_URL"
-    model_env = "OPENAI_MODEL"
-    default_base_url = "https://api.openai.com/v1"
-    default_model = "gpt-4o-mini"
-
-    def _build(self, messages: List[Dict[str, Any]], model: str, base_url: str,
-               key: Optional[str], options: Dict[str, Any]) -> _Request:
-        include_usage = options.pop("include_usage", True)
-        # OpenAI rejects unknown message fields, and DeepSeek rejects reasoning
-        # sent back: keep what Completion.message adds for other providers home
-        messages = [{k: v for k, v in m.items() if k not in ("reasoning", "signatures")}
-                    if m["role"] == "assistant" else m for m in messages]
-        body: Dict[str, Any] = {"model": model, "messages": messages, "stream": True}
-        if include_usage:
-            body["stream_options"] = {"include_usage": True}
-        if "max_tokens" in options and urlsplit(base_url).hostname == "api.openai.com":
-            # OpenAI's reasoning models reject max_tokens; every model accepts
-            # max_completion_tokens there. Compatible servers know max_tokens.
-            options["max_completion_tokens"] = options.pop("max_tokens")
-        body.update({k: v for k, v in options.items() if v is not None})
-        headers = {"Accept": "text/event-stream", **self.headers}
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        return _Request(f"{base_url}/chat/completions", headers, body, model)
-
-    def _parse(self, event: sseclient.Event, st: _State) -> Sequence[Event]:
+    def event(self, event: sseclient.Event) -> Sequence[Event]:
         data = event.data
         if data == "[DONE]":
-            st.ended = st.done = True
+            self.st.ended = self.st.done = True
             return ()
-        return self._chunk(_json_object(data, self.name), st, "delta")
+        return self.chunk(_json_object(data, self.st.provider), "delta")
 
-    def _parse_json(self, body: Any, st: _State) -> Sequence[Event]:
+    def body(self, body: Any) -> Sequence[Event]:
         if not isinstance(body, dict):
-            raise APIError(f"unexpected JSON from openai: {str(body)[:200]}",
-                           provider=self.name)
-        return self._chunk(body, st, "message")
+            raise APIError(f"unexpected JSON from {self.st.provider}: {str(body)[:200]}",
+                           provider=self.st.provider)
+        return self.chunk(body, "message")
 
-    def _chunk(self, obj: Dict[str, Any], st: _State, key: str) -> List[Event]:
+    def chunk(self, obj: Dict[str, Any], key: str) -> List[Event]:
+        st = self.st
         if "error" in obj or obj.get("object") == "error":
-            raise _stream_error(obj, self.name)
+            raise _stream_error(obj, st.provider)
         if st.id is None:
             st.id = obj.get("id")
         if obj.get("model"):
@@ -1450,7 +1445,7 @@ class OpenAI(_Provider):
             if delta.get("refusal"):
                 st.refusal.append(delta["refusal"])
             for tc in delta.get("tool_calls") or ():
-                events.append(self._tool_fragment(tc, st, obj))
+                events.append(self.tool_fragment(tc, obj))
             reason = choice.get("finish_reason")
             if reason:
                 st.stop_reason = reason
@@ -1461,8 +1456,8 @@ class OpenAI(_Provider):
             events.append(st.set_usage(_openai_usage(usage), obj))
         return events
 
-    @staticmethod
-    def _tool_fragment(tc: Dict[str, Any], st: _State, raw: Any) -> Event:
+    def tool_fragment(self, tc: Dict[str, Any], raw: Any) -> Event:
+        st = self.st
         fn = tc.get("function") or {}
         id, name = tc.get("id"), fn.get("name")
         index = tc.get("index")
@@ -1473,6 +1468,42 @@ class OpenAI(_Provider):
             if index is None:
                 index = len(st.calls) if id or not st.calls else max(st.calls)
         return st.tool(index, id, name, fn.get("arguments") or "", raw)
+
+
+class OpenAI(_Provider):
+    """OpenAI Chat Completions, and every server that speaks it (``base_url``).
+
+        local = ls.OpenAI(base_url="http://127.0.0.1:8080/v1")
+        print(local.chat("Hi").text)
+    """
+
+    name = "openai"
+    key_envs = ("OPENAI_API_KEY",)
+    base_env = "OPENAI_BASE_URL"
+    model_env = "OPENAI_MODEL"
+    default_base_url = "https://api.openai.com/v1"
+    default_model = "gpt-4o-mini"
+    _parser = _OpenAIParser
+
+    def _build(self, messages: List[Dict[str, Any]], model: str, base_url: str,
+               key: Optional[str], options: Dict[str, Any]) -> _Request:
+        include_usage = options.pop("include_usage", True)
+        # OpenAI rejects unknown message fields, and DeepSeek rejects reasoning
+        # sent back: keep what Completion.message adds for other providers home
+        messages = [{k: v for k, v in m.items() if k not in ("reasoning", "signatures", "native")}
+                    if m["role"] == "assistant" else m for m in messages]
+        body: Dict[str, Any] = {"model": model, "messages": messages, "stream": True}
+        if include_usage:
+            body["stream_options"] = {"include_usage": True}
+        if "max_tokens" in options and urlsplit(base_url).hostname == "api.openai.com":
+            # OpenAI's reasoning models reject max_tokens; every model accepts
+            # max_completion_tokens there. Compatible servers know max_tokens.
+            options["max_completion_tokens"] = options.pop("max_tokens")
+        body.update({k: v for k, v in options.items() if v is not None})
+        headers = {"Accept": "text/event-stream", **self.headers}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return _Request(f"{base_url}/chat/completions", headers, body, model)
 
 
 def _openai_usage(u: Dict[str, Any]) -> Usage:
@@ -1559,6 +1590,124 @@ _ANTHROPIC_STOP = {
 }
 
 
+class _AnthropicParser(_Parser):
+    """Messages API events: content blocks opened, filled and closed by index."""
+
+    def __init__(self, st: _State) -> None:
+        super().__init__(st)
+        self.tools: Dict[Any, int] = {}  # block index -> tool call ordinal
+        self.thinking: Dict[Any, Dict[str, Any]] = {}  # open thinking blocks by index
+        self.usage: Dict[str, int] = {}  # message_delta carries running totals
+
+    def event(self, event: sseclient.Event) -> Sequence[Event]:
+        st = self.st
+        obj = _json_object(event.data, st.provider)
+        # the JSON "type" is authoritative: some proxies drop the event: lines
+        kind = obj.get("type") or event.event
+        if kind == "content_block_delta":
+            delta = obj["delta"]
+            if delta.get("type") == "text_delta":  # nearly every event: no call
+                return (st.delta("text", delta["text"], obj),)
+            return self.delta(obj)
+        if kind == "content_block_start":
+            return self.block_start(obj)
+        if kind == "content_block_stop":
+            self.block_stop(obj.get("index"))
+            return ()
+        if kind == "message_start":
+            msg = obj.get("message") or {}
+            st.id = msg.get("id") or st.id
+            st.model = msg.get("model") or st.model
+            return self.set_usage(msg.get("usage"), obj)
+        if kind == "message_delta":
+            reason = (obj.get("delta") or {}).get("stop_reason")
+            if reason:
+                st.stop_reason = reason
+                st.finish_reason = _ANTHROPIC_STOP.get(reason, "other")
+            return self.set_usage(obj.get("usage"), obj)
+        if kind == "message_stop":
+            st.ended = st.done = True
+        elif kind == "error":
+            raise _stream_error(obj, st.provider)
+        return ()  # ping, and event types newer than this code
+
+    def delta(self, obj: Dict[str, Any]) -> Sequence[Event]:
+        st = self.st
+        delta = obj["delta"]  # text_delta never gets here: event() answers it first
+        kind = delta.get("type")
+        if kind == "input_json_delta":
+            index = self.tools[obj["index"]]
+            return (st.tool(index, None, None, delta["partial_json"], obj),)
+        thinking = self.thinking.get(obj.get("index"))
+        if kind == "thinking_delta":
+            if thinking is not None:
+                thinking["thinking"].append(delta["thinking"])
+            return (st.delta("reasoning", delta["thinking"], obj),)
+        if kind == "signature_delta" and thinking is not None:
+            thinking["signature"] += delta["signature"]
+        elif kind == "citations_delta":
+            st.citations.append(delta["citation"])
+        return ()
+
+    def block_start(self, obj: Dict[str, Any]) -> Sequence[Event]:
+        st = self.st
+        block = obj["content_block"]
+        kind = block.get("type")
+        index = obj.get("index")
+        if kind == "tool_use":
+            ordinal = self.tools[index] = len(self.tools)
+            args = json.dumps(block["input"]) if block.get("input") else ""
+            return (st.tool(ordinal, block.get("id"), block.get("name"), args, obj),)
+        if kind == "thinking":
+            self.thinking[index] = {"type": "thinking",
+                                    "thinking": [block.get("thinking", "")],
+                                    "signature": block.get("signature", "")}
+            if block.get("thinking"):
+                return (st.delta("reasoning", block["thinking"], obj),)
+        elif kind == "redacted_thinking":
+            st.signatures.append({"type": "redacted_thinking", "data": block.get("data", "")})
+        elif kind == "text":
+            st.citations.extend(block.get("citations") or ())
+            if block.get("text"):
+                return (st.delta("text", block["text"], obj),)
+        return ()
+
+    def block_stop(self, index: Any) -> None:
+        thinking = self.thinking.pop(index, None)
+        if thinking is not None:  # kept whole, signed, for the next request
+            thinking["thinking"] = "".join(thinking["thinking"])
+            self.st.signatures.append(thinking)
+
+    def set_usage(self, usage: Any, raw: Any) -> Sequence[Event]:
+        if not usage:
+            return ()
+        seen = self.usage
+        seen.update({k: v for k, v in usage.items() if isinstance(v, int)})
+        inp, out = seen.get("input_tokens", 0), seen.get("output_tokens", 0)
+        read = seen.get("cache_read_input_tokens", 0)
+        write = seen.get("cache_creation_input_tokens", 0)
+        # input_tokens excludes cache reads and writes (Anthropic's meaning, kept)
+        u = Usage(input_tokens=inp, output_tokens=out, total_tokens=inp + read + write + out,
+                  cached_tokens=read)
+        return (self.st.set_usage(u, raw),)
+
+    def body(self, body: Any) -> Sequence[Event]:
+        st = self.st
+        if not isinstance(body, dict) or body.get("type") == "error":
+            raise _stream_error(body if isinstance(body, dict) else {"error": body},
+                                st.provider)
+        events: List[Event] = []
+        st.id, st.model = body.get("id"), body.get("model") or st.model
+        for index, block in enumerate(body.get("content") or ()):
+            start = {"type": "content_block_start", "index": index, "content_block": block}
+            events += self.block_start(start)
+            self.block_stop(index)
+        reason = body.get("stop_reason")
+        if reason:
+            st.stop_reason, st.finish_reason = reason, _ANTHROPIC_STOP.get(reason, "other")
+        return events + list(self.set_usage(body.get("usage"), body))
+
+
 class Anthropic(_Provider):
     """Anthropic Messages API (``POST /v1/messages``).
 
@@ -1574,6 +1723,7 @@ class Anthropic(_Provider):
     default_model = "claude-sonnet-4-5"
     default_max_tokens = 4096  # the API requires max_tokens; every model allows this
     version = "2023-06-01"
+    _parser = _AnthropicParser
 
     def _build(self, messages: List[Dict[str, Any]], model: str, base_url: str,
                key: Optional[str], options: Dict[str, Any]) -> _Request:
@@ -1641,115 +1791,6 @@ class Anthropic(_Provider):
                 blocks.append(dict(part))
         return blocks
 
-    def _parse(self, event: sseclient.Event, st: _State) -> Sequence[Event]:
-        obj = _json_object(event.data, self.name)
-        # the JSON "type" is authoritative: some proxies drop the event: lines
-        kind = obj.get("type") or event.event
-        if kind == "content_block_delta":
-            delta = obj["delta"]
-            if delta.get("type") == "text_delta":  # nearly every event: no call
-                return (st.delta("text", delta["text"], obj),)
-            return self._delta(obj, st)
-        if kind == "content_block_start":
-            return self._block_start(obj, st)
-        if kind == "content_block_stop":
-            self._block_stop(obj.get("index"), st)
-            return ()
-        if kind == "message_start":
-            msg = obj.get("message") or {}
-            st.id = msg.get("id") or st.id
-            st.model = msg.get("model") or st.model
-            return self._usage(msg.get("usage"), st, obj)
-        if kind == "message_delta":
-            reason = (obj.get("delta") or {}).get("stop_reason")
-            if reason:
-                st.stop_reason = reason
-                st.finish_reason = _ANTHROPIC_STOP.get(reason, "other")
-            return self._usage(obj.get("usage"), st, obj)
-        if kind == "message_stop":
-            st.ended = st.done = True
-        elif kind == "error":
-            raise _stream_error(obj, self.name)
-        return ()  # ping, and event types newer than this code
-
-    @staticmethod
-    def _delta(obj: Dict[str, Any], st: _State) -> Sequence[Event]:
-        delta = obj["delta"]  # text_delta never gets here: _parse answers it first
-        kind = delta.get("type")
-        if kind == "input_json_delta":
-            index = st.scratch[("tool", obj["index"])]
-            return (st.tool(index, None, None, delta["partial_json"], obj),)
-        thinking = st.scratch.get(("thinking", obj.get("index")))
-        if kind == "thinking_delta":
-            if thinking is not None:
-                thinking["thinking"].append(delta["thinking"])
-            return (st.delta("reasoning", delta["thinking"], obj),)
-        if kind == "signature_delta" and thinking is not None:
-            thinking["signature"] += delta["signature"]
-        elif kind == "citations_delta":
-            st.citations.append(delta["citation"])
-        return ()
-
-    @staticmethod
-    def _block_start(obj: Dict[str, Any], st: _State) -> Sequence[Event]:
-        block = obj["content_block"]
-        kind = block.get("type")
-        index = obj.get("index")
-        if kind == "tool_use":
-            ordinal = st.scratch["tools"] = st.scratch.get("tools", -1) + 1
-            st.scratch[("tool", index)] = ordinal
-            args = json.dumps(block["input"]) if block.get("input") else ""
-            return (st.tool(ordinal, block.get("id"), block.get("name"), args, obj),)
-        if kind == "thinking":
-            st.scratch[("thinking", index)] = {"type": "thinking",
-                                               "thinking": [block.get("thinking", "")],
-                                               "signature": block.get("signature", "")}
-            if block.get("thinking"):
-                return (st.delta("reasoning", block["thinking"], obj),)
-        elif kind == "redacted_thinking":
-            st.signatures.append({"type": "redacted_thinking", "data": block.get("data", "")})
-        elif kind == "text":
-            st.citations.extend(block.get("citations") or ())
-            if block.get("text"):
-                return (st.delta("text", block["text"], obj),)
-        return ()
-
-    @staticmethod
-    def _block_stop(index: Any, st: _State) -> None:
-        thinking = st.scratch.pop(("thinking", index), None)
-        if thinking is not None:  # kept whole, signed, for the next request
-            thinking["thinking"] = "".join(thinking["thinking"])
-            st.signatures.append(thinking)
-
-    @staticmethod
-    def _usage(usage: Any, st: _State, raw: Any) -> Sequence[Event]:
-        if not usage:
-            return ()
-        # message_delta carries running totals for the fields it names
-        seen = st.scratch.setdefault("usage", {})
-        seen.update({k: v for k, v in usage.items() if isinstance(v, int)})
-        inp, out = seen.get("input_tokens", 0), seen.get("output_tokens", 0)
-        read = seen.get("cache_read_input_tokens", 0)
-        write = seen.get("cache_creation_input_tokens", 0)
-        # input_tokens excludes cache reads and writes (Anthropic's meaning, kept)
-        u = Usage(input_tokens=inp, output_tokens=out, total_tokens=inp + read + write + out,
-                  cached_tokens=read)
-        return (st.set_usage(u, raw),)
-
-    def _parse_json(self, body: Any, st: _State) -> Sequence[Event]:
-        if not isinstance(body, dict) or body.get("type") == "error":
-            raise _stream_error(body if isinstance(body, dict) else {"error": body}, self.name)
-        events: List[Event] = []
-        st.id, st.model = body.get("id"), body.get("model") or st.model
-        for index, block in enumerate(body.get("content") or ()):
-            start = {"type": "content_block_start", "index": index, "content_block": block}
-            events += self._block_start(start, st)
-            self._block_stop(index, st)
-        reason = body.get("stop_reason")
-        if reason:
-            st.stop_reason, st.finish_reason = reason, _ANTHROPIC_STOP.get(reason, "other")
-        return events + list(self._usage(body.get("usage"), st, body))
-
 
 # ---------------------------------------------------------------- Gemini ---
 
@@ -1767,6 +1808,81 @@ _GEMINI_FINISH = {
 }
 
 
+class _GeminiParser(_Parser):
+    """streamGenerateContent chunks: whole parts, each chunk repeating usage."""
+
+    def __init__(self, st: _State) -> None:
+        super().__init__(st)
+        self.usage: Any = None  # the last usageMetadata seen
+
+    def event(self, event: sseclient.Event) -> Sequence[Event]:
+        return self.chunk(_json_object(event.data, self.st.provider))
+
+    def body(self, body: Any) -> Sequence[Event]:
+        # without alt=sse the API answers with a JSON array of chunks
+        events: List[Event] = []
+        for chunk in body if isinstance(body, list) else [body]:
+            events += self.chunk(chunk)
+        return events
+
+    def chunk(self, obj: Any) -> List[Event]:
+        st = self.st
+        if not isinstance(obj, dict):
+            raise APIError(f"malformed data from gemini: expected a JSON object, got "
+                           f"{str(obj)[:200]!r}", provider=st.provider)
+        if "error" in obj:
+            raise _stream_error(obj, st.provider)
+        st.id = st.id or obj.get("responseId")
+        st.model = obj.get("modelVersion") or st.model
+        events: List[Event] = []
+        calls = len(st.calls)
+        for cand in obj.get("candidates") or ():
+            if cand.get("index", 0) != 0:
+                continue
+            for part in (cand.get("content") or {}).get("parts") or ():
+                sig = part.get("thoughtSignature")
+                if "functionCall" in part:
+                    fc = part["functionCall"]
+                    # Gemini may send no id; ours must be unique across turns
+                    id = fc.get("id") or f"call_{st.id or os.urandom(8).hex()}_{calls}"
+                    events.append(st.tool(calls, id, fc.get("name"),
+                                          json.dumps(fc.get("args") or {}), obj))
+                    calls += 1
+                    if sig:
+                        st.signatures.append({"thoughtSignature": sig, "tool_call_id": id})
+                    continue
+                if part.get("text"):
+                    kind = "reasoning" if part.get("thought") else "text"
+                    events.append(st.delta(kind, part["text"], obj))
+                if sig:
+                    st.signatures.append({"thoughtSignature": sig})
+            reason = cand.get("finishReason")
+            if reason:
+                st.stop_reason = reason
+                # Gemini says STOP after function calls too
+                st.finish_reason = ("tool_calls" if calls and reason == "STOP"
+                                    else _GEMINI_FINISH.get(reason, "other"))
+                st.ended = True  # usage may still follow, until EOF
+        blocked = (obj.get("promptFeedback") or {}).get("blockReason")
+        if blocked:
+            st.block_reason = st.stop_reason = blocked
+            st.finish_reason = "content_filter"
+            st.ended = True
+        usage = obj.get("usageMetadata")
+        if usage and usage != self.usage:  # every chunk repeats it
+            self.usage = usage
+            u = Usage(
+                input_tokens=usage.get("promptTokenCount", 0),  # includes cached tokens
+                output_tokens=usage.get("candidatesTokenCount", 0),  # excludes thoughts
+                total_tokens=usage.get("totalTokenCount", 0),
+                reasoning_tokens=usage.get("thoughtsTokenCount", 0),
+                cached_tokens=usage.get("cachedContentTokenCount", 0),
+            )
+            if u != st.usage:  # every chunk repeats it; report changes only
+                events.append(st.set_usage(u, obj))
+        return events
+
+
 class Gemini(_Provider):
     """Google Gemini (``models/{model}:streamGenerateContent?alt=sse``).
 
@@ -1779,6 +1895,7 @@ class Gemini(_Provider):
     model_env = "GEMINI_MODEL"
     default_base_url = "https://generativelanguage.googleapis.com/v1beta"
     default_model = "gemini-2.5-flash"
+    _parser = _GeminiParser
 
     def _build(self, messages: List[Dict[str, Any]], model: str, base_url: str,
                key: Optional[str], options: Dict[str, Any]) -> _Request:
@@ -1883,72 +2000,6 @@ class Gemini(_Provider):
         except ValueError:
             value = None
         return value if isinstance(value, dict) else {"result": text}
-
-    def _parse(self, event: sseclient.Event, st: _State) -> Sequence[Event]:
-        return self._chunk(_json_object(event.data, self.name), st)
-
-    def _parse_json(self, body: Any, st: _State) -> Sequence[Event]:
-        # without alt=sse the API answers with a JSON array of chunks
-        events: List[Event] = []
-        for chunk in body if isinstance(body, list) else [body]:
-            events += self._chunk(chunk, st)
-        return events
-
-    def _chunk(self, obj: Any, st: _State) -> List[Event]:
-        if not isinstance(obj, dict):
-            raise APIError(f"malformed data from gemini: expected a JSON object, got "
-                           f"{str(obj)[:200]!r}", provider=self.name)
-        if "error" in obj:
-            raise _stream_error(obj, self.name)
-        st.id = st.id or obj.get("responseId")
-        st.model = obj.get("modelVersion") or st.model
-        events: List[Event] = []
-        calls = len(st.calls)
-        for cand in obj.get("candidates") or ():
-            if cand.get("index", 0) != 0:
-                continue
-            for part in (cand.get("content") or {}).get("parts") or ():
-                sig = part.get("thoughtSignature")
-                if "functionCall" in part:
-                    fc = part["functionCall"]
-                    # Gemini may send no id; ours must be unique across turns
-                    id = fc.get("id") or f"call_{st.id or os.urandom(8).hex()}_{calls}"
-                    events.append(st.tool(calls, id, fc.get("name"),
-                                          json.dumps(fc.get("args") or {}), obj))
-                    calls += 1
-                    if sig:
-                        st.signatures.append({"thoughtSignature": sig, "tool_call_id": id})
-                    continue
-                if part.get("text"):
-                    kind = "reasoning" if part.get("thought") else "text"
-                    events.append(st.delta(kind, part["text"], obj))
-                if sig:
-                    st.signatures.append({"thoughtSignature": sig})
-            reason = cand.get("finishReason")
-            if reason:
-                st.stop_reason = reason
-                # Gemini says STOP after function calls too
-                st.finish_reason = ("tool_calls" if calls and reason == "STOP"
-                                    else _GEMINI_FINISH.get(reason, "other"))
-                st.ended = True  # usage may still follow, until EOF
-        blocked = (obj.get("promptFeedback") or {}).get("blockReason")
-        if blocked:
-            st.block_reason = st.stop_reason = blocked
-            st.finish_reason = "content_filter"
-            st.ended = True
-        usage = obj.get("usageMetadata")
-        if usage and usage != st.scratch.get("usage"):  # every chunk repeats it
-            st.scratch["usage"] = usage
-            u = Usage(
-                input_tokens=usage.get("promptTokenCount", 0),  # includes cached tokens
-                output_tokens=usage.get("candidatesTokenCount", 0),  # excludes thoughts
-                total_tokens=usage.get("totalTokenCount", 0),
-                reasoning_tokens=usage.get("thoughtsTokenCount", 0),
-                cached_tokens=usage.get("cachedContentTokenCount", 0),
-            )
-            if u != st.usage:  # every chunk repeats it; report changes only
-                events.append(st.set_usage(u, obj))
-        return events
 
 
 # ------------------------------------------------------------ public API ---
