@@ -64,6 +64,7 @@ from typing import (
     Any,
     Callable,
     Dict,
+    FrozenSet,
     Generator,
     Iterable,
     Iterator,
@@ -738,6 +739,16 @@ class _Request:
     model: str = ""
 
 
+def _endpoint(base_url: str, path: str) -> str:
+    """``path`` appended to ``base_url``, keeping a query string the base URL
+    carries (Azure's ``?api-version=...``): ``path`` may hold a query of its own."""
+    base, _, query = base_url.partition("?")
+    url = base.rstrip("/") + path
+    if query:
+        url += ("&" if "?" in path else "?") + query
+    return url
+
+
 def _read_timeout(timeout: Timeout) -> float:
     return timeout[1] if isinstance(timeout, tuple) else timeout
 
@@ -1088,7 +1099,8 @@ class _Provider:
 
     def _base_url(self) -> str:
         url = self.base_url or (os.environ.get(self.base_env) if self.base_env else None)
-        return (url or self.default_base_url).rstrip("/")
+        base, sep, query = (url or self.default_base_url).partition("?")
+        return base.rstrip("/") + sep + query
 
     def _model(self, model: Optional[str]) -> str:
         return model or self.model or os.environ.get(self.model_env) or self.default_model
@@ -1117,6 +1129,9 @@ class _Provider:
     # a protocol adapter is a request builder and a _Parser class
 
     _parser: Type[_Parser] = _Parser
+    # the protocol's documented request body fields: passed through as given,
+    # never taken for a misspelt option
+    _body_fields: FrozenSet[str] = frozenset()
 
     def _build(self, messages: List[Dict[str, Any]], model: str, base_url: str,
                key: Optional[str], options: Dict[str, Any]) -> _Request:
@@ -1503,7 +1518,7 @@ class OpenAI(_Provider):
         headers = {"Accept": "text/event-stream", **self.headers}
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        return _Request(f"{base_url}/chat/completions", headers, body, model)
+        return _Request(_endpoint(base_url, "/chat/completions"), headers, body, model)
 
 
 def _openai_usage(u: Dict[str, Any]) -> Usage:
@@ -1770,8 +1785,10 @@ class Anthropic(_Provider):
                    **self.headers}
         if key:
             headers["x-api-key"] = key
-        root = base_url[:-3] if base_url.endswith("/v1") else base_url
-        return _Request(f"{root}/v1/messages", headers, body, model)
+        base, query = base_url.partition("?")[::2]
+        root = base[:-3] if base.endswith("/v1") else base
+        return _Request(_endpoint(root + (f"?{query}" if query else ""), "/v1/messages"),
+                        headers, body, model)
 
     @staticmethod
     def _content(content: Any) -> List[Dict[str, Any]]:
@@ -1953,7 +1970,7 @@ class Gemini(_Provider):
         if key:
             headers["x-goog-api-key"] = key  # never in the URL, where logs would see it
         model_path = model if model.startswith("models/") else f"models/{model}"
-        return _Request(f"{base_url}/{model_path}:streamGenerateContent?alt=sse",
+        return _Request(_endpoint(base_url, f"/{model_path}:streamGenerateContent?alt=sse"),
                         headers, body, model)
 
     @staticmethod
