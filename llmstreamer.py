@@ -1593,6 +1593,14 @@ def _stop_list(stop: Any) -> List[str]:
     return [stop] if isinstance(stop, str) else list(stop)
 
 
+def _native(m: Mapping[str, Any], protocol: str) -> bool:
+    """Whether an assistant message carries its turn in ``protocol``'s own format
+    (``Completion.native``), to be sent back verbatim instead of translated."""
+    native = m.get("native")
+    return (m.get("role") == "assistant" and isinstance(native, Mapping)
+            and native.get("protocol") == protocol and isinstance(native.get("content"), list))
+
+
 # ------------------------------------------------------------- Anthropic ---
 
 _ANTHROPIC_STOP = {
@@ -1605,13 +1613,21 @@ _ANTHROPIC_STOP = {
 }
 
 
+# blocks read into text, reasoning and client tool calls; any other block
+# (server tools and their results, MCP, types newer than this code) is kept
+# whole and makes the turn native, so it goes back to Anthropic verbatim
+_ANTHROPIC_OWN = frozenset({"text", "thinking", "redacted_thinking", "tool_use"})
+
+
 class _AnthropicParser(_Parser):
     """Messages API events: content blocks opened, filled and closed by index."""
 
     def __init__(self, st: _State) -> None:
         super().__init__(st)
-        self.tools: Dict[Any, int] = {}  # block index -> tool call ordinal
-        self.thinking: Dict[Any, Dict[str, Any]] = {}  # open thinking blocks by index
+        self.tools: Dict[Any, int] = {}  # client tool_use block index -> tool call ordinal
+        # every open block by index: (the block as it goes back, its streamed fragments)
+        self.open: Dict[Any, Tuple[Dict[str, Any], List[str]]] = {}
+        self.content: List[Dict[str, Any]] = []  # the turn's blocks in order
         self.usage: Dict[str, int] = {}  # message_delta carries running totals
 
     def event(self, event: sseclient.Event) -> Sequence[Event]:
@@ -1622,7 +1638,11 @@ class _AnthropicParser(_Parser):
         if kind == "content_block_delta":
             delta = obj["delta"]
             if delta.get("type") == "text_delta":  # nearly every event: no call
-                return (st.delta("text", delta["text"], obj),)
+                text = delta["text"]
+                block = self.open.get(obj.get("index"))
+                if block is not None:
+                    block[1].append(text)
+                return (st.delta("text", text, obj),)
             return self.delta(obj)
         if kind == "content_block_start":
             return self.block_start(obj)
@@ -1650,33 +1670,40 @@ class _AnthropicParser(_Parser):
         st = self.st
         delta = obj["delta"]  # text_delta never gets here: event() answers it first
         kind = delta.get("type")
-        if kind == "input_json_delta":
-            index = self.tools[obj["index"]]
-            return (st.tool(index, None, None, delta["partial_json"], obj),)
-        thinking = self.thinking.get(obj.get("index"))
+        index = obj.get("index")
+        block = self.open.get(index)
         if kind == "thinking_delta":
-            if thinking is not None:
-                thinking["thinking"].append(delta["thinking"])
+            if block is not None:
+                block[1].append(delta["thinking"])
             return (st.delta("reasoning", delta["thinking"], obj),)
-        if kind == "signature_delta" and thinking is not None:
-            thinking["signature"] += delta["signature"]
+        if kind == "input_json_delta":
+            # server_tool_use and mcp_tool_use blocks stream their input too
+            if block is not None:
+                block[1].append(delta["partial_json"])
+            if index in self.tools:
+                return (st.tool(self.tools[index], None, None, delta["partial_json"], obj),)
+        elif kind == "signature_delta" and block is not None:
+            block[0]["signature"] = block[0].get("signature", "") + delta["signature"]
         elif kind == "citations_delta":
             st.citations.append(delta["citation"])
-        return ()
+            if block is not None:
+                block[0]["citations"] = (block[0].get("citations") or []) + [delta["citation"]]
+        return ()  # delta types newer than this code
 
     def block_start(self, obj: Dict[str, Any]) -> Sequence[Event]:
         st = self.st
-        block = obj["content_block"]
+        block = dict(obj["content_block"])
         kind = block.get("type")
         index = obj.get("index")
+        self.open[index] = (block, [])
+        self.content.append(block)
+        if kind not in _ANTHROPIC_OWN:
+            st.native = self.content  # the whole turn goes back, in order
         if kind == "tool_use":
             ordinal = self.tools[index] = len(self.tools)
             args = json.dumps(block["input"]) if block.get("input") else ""
             return (st.tool(ordinal, block.get("id"), block.get("name"), args, obj),)
         if kind == "thinking":
-            self.thinking[index] = {"type": "thinking",
-                                    "thinking": [block.get("thinking", "")],
-                                    "signature": block.get("signature", "")}
             if block.get("thinking"):
                 return (st.delta("reasoning", block["thinking"], obj),)
         elif kind == "redacted_thinking":
@@ -1688,10 +1715,24 @@ class _AnthropicParser(_Parser):
         return ()
 
     def block_stop(self, index: Any) -> None:
-        thinking = self.thinking.pop(index, None)
-        if thinking is not None:  # kept whole, signed, for the next request
-            thinking["thinking"] = "".join(thinking["thinking"])
-            self.st.signatures.append(thinking)
+        opened = self.open.pop(index, None)
+        if opened is None:
+            return
+        block, parts = opened
+        kind = block.get("type")
+        if kind == "text":
+            block["text"] = block.get("text", "") + "".join(parts)
+            if block.get("citations") is None:
+                block.pop("citations", None)  # the request's text block wants a list or none
+        elif kind == "thinking":  # kept whole, signed, for the next request
+            block["thinking"] = block.get("thinking", "") + "".join(parts)
+            self.st.signatures.append({"type": "thinking", "thinking": block["thinking"],
+                                       "signature": block.get("signature", "")})
+        elif parts:  # input_json_delta fragments: the input as the next request sends it
+            try:
+                block["input"] = json.loads("".join(parts))
+            except ValueError:  # cut by max_tokens: the start's input stays
+                pass
 
     def set_usage(self, usage: Any, raw: Any) -> Sequence[Event]:
         if not usage:
@@ -1752,6 +1793,8 @@ class Anthropic(_Provider):
                 turns.append({"role": "user", "content": [{
                     "type": "tool_result", "tool_use_id": m["tool_call_id"],
                     "content": _tool_output(m.get("content"))}]})
+            elif _native(m, self.name):  # server-tool blocks and all, as Anthropic sent them
+                turns.append({"role": role, "content": list(m["native"]["content"])})
             else:
                 # thinking blocks go back first, signed, as the API requires
                 blocks = [dict(b) for b in m.get("signatures") or ()

@@ -3688,3 +3688,222 @@ def test_tls_certificate_is_verified(tls_server, monkeypatch):
     p = ls.OpenAI(api_key="sk-test", base_url=tls_server.url, max_retries=0, timeout=5)
     with pytest.raises(ls.APIConnectionError, match=r"(?i)certificate"):
         p.chat("hi")
+
+
+# --------------------------------------------------------------------------
+# Issue 12: real-world wire fidelity. Server-tool blocks, unknown types,
+# reasoning in every shape, reasoning sent back, hosted deployments.
+# Transcripts are our own, written from each provider's documented format.
+# --------------------------------------------------------------------------
+
+# Anthropic server tools, after the Messages streaming docs ("Web search tool",
+# "Web fetch tool", "Code execution tool", "MCP connector", pause_turn).
+SRV_SEARCH = {"type": "server_tool_use", "id": "srvtoolu_014hJH82Qum7Td6UV8gDXThB",
+              "name": "web_search", "input": {"query": "weather Paris today"}}
+SEARCH_RESULT = {"type": "web_search_tool_result", "tool_use_id": SRV_SEARCH["id"],
+                 "content": [{"type": "web_search_result", "title": "Paris forecast",
+                              "url": "https://weather.example/paris",
+                              "encrypted_content": "EqgfCioIARgBIiQ3YTAw", "page_age": None}]}
+WEB_CITATION = {"type": "web_search_result_location", "url": "https://weather.example/paris",
+                "title": "Paris forecast", "encrypted_index": "Eo8BCioIAhgBIiQy",
+                "cited_text": "Sunny, 21 °C in Paris today."}
+
+
+def ant_server_tool(index: int, block: dict, *fragments: str) -> List[str]:
+    """A server_tool_use / mcp_tool_use block: empty input, then input_json_delta."""
+    return [ant_block(index, {**block, "input": {}}),
+            *[ant_delta(index, {"type": "input_json_delta", "partial_json": f})
+              for f in fragments],
+            ant_stop_block(index)]
+
+
+def ant_whole(index: int, block: dict) -> List[str]:
+    return [ant_block(index, block), ant_stop_block(index)]
+
+
+ANT_WEB_SEARCH = (
+    ant_start(),
+    ant_block(0, {"type": "text", "text": ""}),
+    ant_delta(0, {"type": "text_delta", "text": "I'll look that up."}),
+    ant_stop_block(0),
+    *ant_server_tool(1, SRV_SEARCH, "", '{"query": "weather ', 'Paris today"}'),
+    *ant_whole(2, SEARCH_RESULT),
+    ant_block(3, {"type": "text", "text": "", "citations": None}),
+    ant_delta(3, {"type": "citations_delta", "citation": WEB_CITATION}),
+    ant_delta(3, {"type": "text_delta", "text": "It is sunny, 21 °C."}),
+    ant_stop_block(3),
+    ant("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                          "usage": {"output_tokens": 40,
+                                    "server_tool_use": {"web_search_requests": 1}}}),
+    ANT_STOP,
+)
+ANT_WEB_SEARCH_CONTENT = [
+    {"type": "text", "text": "I'll look that up."}, SRV_SEARCH, SEARCH_RESULT,
+    {"type": "text", "text": "It is sunny, 21 °C.", "citations": [WEB_CITATION]},
+]
+
+SRV_BASH = {"type": "server_tool_use", "id": "srvtoolu_01B8mA", "name": "bash_code_execution",
+            "input": {"command": "python -c 'print(2**10)'"}}
+BASH_RESULT = {"type": "bash_code_execution_tool_result", "tool_use_id": SRV_BASH["id"],
+               "content": {"type": "bash_code_execution_result", "stdout": "1024\n",
+                           "stderr": "", "return_code": 0, "content": []}}
+SRV_EDIT = {"type": "server_tool_use", "id": "srvtoolu_01E", "name": "text_editor_code_execution",
+            "input": {"command": "view", "path": "/tmp/a.txt"}}
+EDIT_RESULT = {"type": "text_editor_code_execution_tool_result", "tool_use_id": SRV_EDIT["id"],
+               "content": {"type": "text_editor_code_execution_view_result",
+                           "file_type": "text", "content": "hi", "num_lines": 1,
+                           "start_line": 1, "total_lines": 1}}
+# code execution, then a client tool call in the same turn
+ANT_CODE_EXECUTION = (
+    ant_start(),
+    *ant_server_tool(0, SRV_BASH, '{"command": "python -c ', "'print(2**10)'\"}"),
+    *ant_whole(1, BASH_RESULT),
+    *ant_server_tool(2, SRV_EDIT, '{"command": "view", "path": "/tmp/a.txt"}'),
+    *ant_whole(3, EDIT_RESULT),
+    ant_block(4, {"type": "text", "text": ""}),
+    ant_delta(4, {"type": "text_delta", "text": "2**10 is 1024."}),
+    ant_stop_block(4),
+    ant_block(5, {"type": "tool_use", "id": "toolu_01W", "name": "get_weather", "input": {}}),
+    ant_delta(5, {"type": "input_json_delta", "partial_json": '{"city": "Paris"}'}),
+    ant_stop_block(5),
+    ant_end("tool_use"), ANT_STOP,
+)
+ANT_CODE_EXECUTION_CONTENT = [
+    SRV_BASH, BASH_RESULT, SRV_EDIT, EDIT_RESULT, {"type": "text", "text": "2**10 is 1024."},
+    {"type": "tool_use", "id": "toolu_01W", "name": "get_weather", "input": {"city": "Paris"}},
+]
+
+SRV_FETCH = {"type": "server_tool_use", "id": "srvtoolu_01F", "name": "web_fetch",
+             "input": {"url": "https://example.com/a"}}
+FETCH_RESULT = {"type": "web_fetch_tool_result", "tool_use_id": SRV_FETCH["id"],
+                "content": {"type": "web_fetch_result", "url": "https://example.com/a",
+                            "retrieved_at": "2025-08-25T10:30:02Z",
+                            "content": {"type": "document", "title": "A",
+                                        "source": {"type": "text", "media_type": "text/plain",
+                                                   "data": "Example text."},
+                                        "citations": {"enabled": True}}}}
+MCP_USE = {"type": "mcp_tool_use", "id": "mcptoolu_01", "name": "echo", "server_name": "tools",
+           "input": {"text": "hi"}}
+MCP_RESULT = {"type": "mcp_tool_result", "tool_use_id": MCP_USE["id"], "is_error": False,
+              "content": [{"type": "text", "text": "hi"}]}
+FUTURE_BLOCK = {"type": "hologram_tool_result", "tool_use_id": "x", "content": {"a": [1]}}
+# web fetch, MCP, a block type and a delta type newer than this code
+ANT_FETCH_MCP = (
+    ant_start(),
+    *ant_server_tool(0, SRV_FETCH, '{"url": "https://example.com/a"}'),
+    *ant_whole(1, FETCH_RESULT),
+    *ant_server_tool(2, MCP_USE, '{"text":', ' "hi"}'),
+    *ant_whole(3, MCP_RESULT),
+    ant_block(4, FUTURE_BLOCK),
+    ant_delta(4, {"type": "hologram_delta", "beam": 1}),
+    ant_stop_block(4),
+    ant_block(5, {"type": "text", "text": ""}),
+    ant_delta(5, {"type": "text_delta", "text": "Fetched."}),
+    ant_stop_block(5),
+    ant_end(), ANT_STOP,
+)
+ANT_FETCH_MCP_CONTENT = [SRV_FETCH, FETCH_RESULT, MCP_USE, MCP_RESULT, FUTURE_BLOCK,
+                         {"type": "text", "text": "Fetched."}]
+
+# a long server-tool turn the API paused: thinking, a search, pause_turn
+ANT_PAUSE = (
+    ant_start(),
+    ant_block(0, {"type": "thinking", "thinking": ""}),
+    ant_delta(0, {"type": "thinking_delta", "thinking": "Search first."}),
+    ant_delta(0, {"type": "signature_delta", "signature": SIGNATURE}),
+    ant_stop_block(0),
+    *ant_server_tool(1, SRV_SEARCH, '{"query": "weather Paris today"}'),
+    *ant_whole(2, SEARCH_RESULT),
+    ant_end("pause_turn"), ANT_STOP,
+)
+ANT_PAUSE_CONTENT = [
+    {"type": "thinking", "thinking": "Search first.", "signature": SIGNATURE},
+    SRV_SEARCH, SEARCH_RESULT,
+]
+
+ANT_SERVER_TOOL_CASES = [
+    pytest.param(ANT_WEB_SEARCH, ANT_WEB_SEARCH_CONTENT, "I'll look that up.It is sunny, 21 °C.",
+                 [], "stop", [WEB_CITATION], id="web_search"),
+    pytest.param(ANT_CODE_EXECUTION, ANT_CODE_EXECUTION_CONTENT, "2**10 is 1024.",
+                 [ls.ToolCall("toolu_01W", "get_weather", '{"city": "Paris"}')], "tool_calls",
+                 [], id="code_execution"),
+    pytest.param(ANT_FETCH_MCP, ANT_FETCH_MCP_CONTENT, "Fetched.", [], "stop", [],
+                 id="web_fetch_mcp_future"),
+    pytest.param(ANT_PAUSE, ANT_PAUSE_CONTENT, "", [], "other", [], id="pause_turn"),
+]
+
+
+@pytest.mark.parametrize("frames, content, text, calls, finish, citations",
+                         ANT_SERVER_TOOL_CASES)
+def test_anthropic_server_tool_blocks_are_kept_whole(server, claude, frames, content, text,
+                                                     calls, finish, citations):
+    server.script(ant_reply(*frames))
+    c = claude.chat("Weather in Paris?")
+    assert (c.text, c.tool_calls, c.finish_reason, c.citations) == (text, calls, finish,
+                                                                  citations)
+    assert c.native == {"protocol": "anthropic", "content": content}
+    assert c.message["native"] == c.native
+
+
+@pytest.mark.parametrize("frames", [p.values[0] for p in ANT_SERVER_TOOL_CASES])
+def test_anthropic_server_tool_transcript_at_every_split(frames):
+    wire = "".join(frames).encode()
+    whole, done = offline(ANTHROPIC, [wire])
+    for cut in range(1, len(wire)):
+        events, c = offline(ANTHROPIC, [wire[:cut], wire[cut:]])
+        assert shape_of(events) == shape_of(whole), cut
+        assert (c.text, c.tool_calls, c.native, c.citations) == (
+            done.text, done.tool_calls, done.native, done.citations), cut
+
+
+def test_anthropic_turn_without_server_blocks_is_not_native(server, claude):
+    server.script(ant_reply(*ANT_TOOLS))
+    c = claude.chat("Weather?")
+    assert c.native is None and "native" not in c.message
+
+
+def test_anthropic_input_delta_for_a_block_never_started_is_ignored(server, claude):
+    server.script(ant_reply(ant_start(), ant_delta(7, {"type": "input_json_delta",
+                                                       "partial_json": "{"}),
+                            *ANT_TEXT[1:]))
+    assert claude.chat("Hi").text == "Hello wörld ✓"
+
+
+def test_anthropic_pause_turn_continues_with_the_blocks_verbatim(server, claude):
+    server.script(ant_reply(*ANT_PAUSE), ant_reply(*ANT_WEB_SEARCH))
+    messages: List[Any] = [{"role": "user", "content": "Weather in Paris?"}]
+    first = claude.chat(messages)
+    assert first.stop_reason == "pause_turn"
+    messages.append(first.message)
+    second = claude.chat(messages)
+    assert second.text.endswith("21 °C.")
+    assert server.requests[-1].json["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "Weather in Paris?"}]},
+        {"role": "assistant", "content": ANT_PAUSE_CONTENT},
+    ]
+
+
+def test_anthropic_server_tool_turn_then_a_tool_result(server, claude):
+    server.script(ant_reply(*ANT_CODE_EXECUTION), ant_reply(*ANT_TEXT))
+    first = claude.chat("Compute, then weather")
+    [call] = first.tool_calls
+    claude.chat([{"role": "user", "content": "Compute, then weather"}, first.message,
+                 {"role": "tool", "tool_call_id": call.id, "content": "sunny"}])
+    assert server.requests[-1].json["messages"][1:] == [
+        {"role": "assistant", "content": ANT_CODE_EXECUTION_CONTENT},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01W",
+                                      "content": "sunny"}]},
+    ]
+
+
+@pytest.mark.parametrize("name", ["openai", "gemini"])
+def test_anthropic_server_blocks_never_reach_another_protocol(server, name):
+    server.script(ant_reply(*ANT_WEB_SEARCH), answer_reply(name))
+    first = make("anthropic", server).chat("Weather in Paris?")
+    make(name, server).chat([{"role": "user", "content": "Weather in Paris?"}, first.message,
+                             {"role": "user", "content": "Thanks"}])
+    sent = server.requests[-1].json
+    assert "server_tool_use" not in json.dumps(sent) and "native" not in json.dumps(sent)
+    turn = sent["messages"][1] if name == "openai" else sent["contents"][1]
+    assert turn == ({"role": "assistant", "content": first.text} if name == "openai"
+                    else {"role": "model", "parts": [{"text": first.text}]})
