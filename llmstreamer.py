@@ -724,8 +724,25 @@ def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, Mapping))
+        return "".join(text for kind, text in _typed_parts(content) if kind == "text")
     return str(content)
+
+
+def _typed_parts(parts: Any) -> Iterator[Tuple[str, str]]:
+    """("text" | "reasoning", text) for each typed content part that has text:
+    ``{"type": "text", "text": ...}``, and reasoning parts such as Mistral's
+    ``{"type": "thinking", "thinking": [{"type": "text", "text": ...}]}``."""
+    for p in parts if isinstance(parts, list) else ():
+        if not isinstance(p, Mapping):
+            continue
+        kind = p.get("type")
+        if kind in ("thinking", "reasoning"):
+            inner = p.get(kind)
+            text = inner if isinstance(inner, str) else _text_of(inner)
+            if text:
+                yield "reasoning", text
+        elif isinstance(p.get("text"), str) and p["text"]:
+            yield "text", p["text"]
 
 
 # ------------------------------------------------------------- transport ---
@@ -1425,6 +1442,39 @@ _OPENAI_FINISH = {
 class _OpenAIParser(_Parser):
     """Chat Completions chunks; the same code reads a whole JSON completion."""
 
+    def __init__(self, st: _State) -> None:
+        super().__init__(st)
+        self.reasoning_content = False  # reasoning arrived as "reasoning_content"
+        # OpenRouter reasoning_details items being assembled, by their "index"
+        self.reasoning_details: Dict[Any, Dict[str, Any]] = {}
+
+    def details(self, items: Any) -> str:
+        """Keep OpenRouter ``reasoning_details`` fragments, joined per item, in
+        ``signatures`` (they go back on the next request); their readable text."""
+        texts = []
+        for item in items if isinstance(items, list) else ():
+            if not isinstance(item, dict):
+                continue
+            kind = item.get("type")
+            text = item.get("text") if kind == "reasoning.text" else (
+                item.get("summary") if kind == "reasoning.summary" else None)
+            if isinstance(text, str):
+                texts.append(text)
+            key = (item.get("index"), kind)
+            kept = self.reasoning_details.get(key) if key[0] is not None else None
+            if kept is None:
+                kept = dict(item)
+                self.st.signatures.append(kept)
+                if key[0] is not None:
+                    self.reasoning_details[key] = kept
+                continue
+            for k, v in item.items():  # a later fragment of the same item
+                if k in ("text", "summary", "data") and isinstance(v, str):
+                    kept[k] = (kept.get(k) or "") + v
+                elif v is not None:
+                    kept[k] = v
+        return "".join(texts)
+
     def event(self, event: sseclient.Event) -> Sequence[Event]:
         data = event.data
         if data == "[DONE]":
@@ -1451,14 +1501,29 @@ class _OpenAIParser(_Parser):
             if choice.get("index", 0) != 0:
                 continue  # with n > 1 the Completion is choice 0
             delta = choice.get(key) or {}
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if reasoning:
+            reasoning = delta.get("reasoning_content")
+            if reasoning and not self.reasoning_content:
+                # DeepSeek & co. want it back in this field on tool-call turns
+                self.reasoning_content = True
+                st.signatures.append({"type": "reasoning_content"})
+            reasoning = reasoning or delta.get("reasoning")
+            if delta.get("reasoning_details"):
+                # OpenRouter sends the same text in "reasoning": count it once
+                text = self.details(delta["reasoning_details"])
+                reasoning = reasoning or text
+            if reasoning and isinstance(reasoning, str):
                 events.append(st.delta("reasoning", reasoning, obj))
             content = delta.get("content")
-            if content:
-                events.append(st.delta("text", _text_of(content), obj))
+            if isinstance(content, str):
+                if content:
+                    events.append(st.delta("text", content, obj))
+            elif content:  # typed parts: Mistral's "thinking" items beside "text" ones
+                for kind, text in _typed_parts(content):
+                    events.append(st.delta(kind, text, obj))
             if delta.get("refusal"):
                 st.refusal.append(delta["refusal"])
+            if delta.get("annotations"):  # url_citation, from search models
+                st.citations.extend(delta["annotations"])
             for tc in delta.get("tool_calls") or ():
                 events.append(self.tool_fragment(tc, obj))
             reason = choice.get("finish_reason")
@@ -1503,10 +1568,13 @@ class OpenAI(_Provider):
     def _build(self, messages: List[Dict[str, Any]], model: str, base_url: str,
                key: Optional[str], options: Dict[str, Any]) -> _Request:
         include_usage = options.pop("include_usage", True)
-        # OpenAI rejects unknown message fields, and DeepSeek rejects reasoning
-        # sent back: keep what Completion.message adds for other providers home
-        messages = [{k: v for k, v in m.items() if k not in ("reasoning", "signatures", "native")}
-                    if m["role"] == "assistant" else m for m in messages]
+        send_reasoning = options.pop("send_reasoning", None)
+        host = urlsplit(base_url).hostname or ""
+        azure = host.endswith(_AZURE_HOSTS)
+        if send_reasoning is None and (host == "api.openai.com" or azure):
+            send_reasoning = False  # they reject unknown message fields
+        messages = [_openai_turn(m, send_reasoning) if m["role"] == "assistant" else m
+                    for m in messages]
         body: Dict[str, Any] = {"model": model, "messages": messages, "stream": True}
         if include_usage:
             body["stream_options"] = {"include_usage": True}
@@ -1516,9 +1584,39 @@ class OpenAI(_Provider):
             options["max_completion_tokens"] = options.pop("max_tokens")
         body.update({k: v for k, v in options.items() if v is not None})
         headers = {"Accept": "text/event-stream", **self.headers}
-        if key:
+        if key and azure:  # Azure OpenAI (v1 and deployment URLs) takes its key so
+            headers["api-key"] = key
+        elif key:
             headers["Authorization"] = f"Bearer {key}"
         return _Request(_endpoint(base_url, "/chat/completions"), headers, body, model)
+
+
+_AZURE_HOSTS = (".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com")
+
+
+def _openai_turn(m: Mapping[str, Any], send_reasoning: Optional[bool]) -> Dict[str, Any]:
+    """An assistant message as Chat Completions takes it.
+
+    What ``Completion.message`` keeps for other protocols stays home. Reasoning
+    goes back in the field the server sent it in: DeepSeek's thinking mode
+    answers 400 without ``reasoning_content`` on turns that made tool calls,
+    OpenRouter asks for ``reasoning_details``; Groq and Cerebras reject both,
+    and never sent them. ``send_reasoning``: None for tool-call turns and the
+    field the server used, True for every turn and field, False never.
+    """
+    out = {k: v for k, v in m.items() if k not in ("reasoning", "signatures", "native")}
+    if out.get("tool_calls") and out.get("content") is None:
+        out["content"] = ""  # llama-cpp-python rejects null; every server takes ""
+    if send_reasoning is False or not (send_reasoning or m.get("tool_calls")):
+        return out
+    kept = [s for s in m.get("signatures") or () if isinstance(s, Mapping)]
+    details = [s for s in kept if str(s.get("type", "")).startswith("reasoning.")]
+    if details:
+        out.setdefault("reasoning_details", details)
+    if m.get("reasoning") and (send_reasoning or
+                               any(s.get("type") == "reasoning_content" for s in kept)):
+        out.setdefault("reasoning_content", m["reasoning"])
+    return out
 
 
 def _openai_usage(u: Dict[str, Any]) -> Usage:

@@ -3907,3 +3907,190 @@ def test_anthropic_server_blocks_never_reach_another_protocol(server, name):
     turn = sent["messages"][1] if name == "openai" else sent["contents"][1]
     assert turn == ({"role": "assistant", "content": first.text} if name == "openai"
                     else {"role": "model", "parts": [{"text": first.text}]})
+
+
+# OpenAI-compatible reasoning, in every shape the services document.
+# OpenRouter: "reasoning" and "reasoning_details" carry the same text; the
+# details (text with its signature, encrypted data) go back on the next turn.
+OPENROUTER_REASONING = (
+    chunk({"role": "assistant", "content": ""}),
+    chunk({"content": "", "reasoning": "Let me ",
+           "reasoning_details": [{"type": "reasoning.text", "text": "Let me ", "index": 0,
+                                  "format": "anthropic-claude-v1", "id": None}]}),
+    chunk({"content": "", "reasoning": "think.",
+           "reasoning_details": [{"type": "reasoning.text", "text": "think.", "index": 0,
+                                  "format": "anthropic-claude-v1"}]}),
+    chunk({"content": "", "reasoning_details": [
+        {"type": "reasoning.text", "signature": "sig-A1", "index": 0,
+         "format": "anthropic-claude-v1"}]}),
+    text("42"), finish("stop"), DONE,
+)
+OPENROUTER_DETAILS = [{"type": "reasoning.text", "text": "Let me think.", "index": 0,
+                       "format": "anthropic-claude-v1", "id": None, "signature": "sig-A1"}]
+# some OpenRouter upstreams send reasoning_details alone: a summary, encrypted data
+OPENROUTER_DETAILS_ONLY = (
+    chunk({"role": "assistant", "content": ""}),
+    chunk({"reasoning_details": [{"type": "reasoning.summary", "summary": "Weighing ",
+                                  "index": 0, "format": "openai-responses-v1"}]}),
+    chunk({"reasoning_details": [{"type": "reasoning.summary", "summary": "options.",
+                                  "index": 0, "format": "openai-responses-v1"}]}),
+    chunk({"reasoning_details": [{"type": "reasoning.encrypted", "data": "gAAAAB",
+                                  "index": 1, "format": "openai-responses-v1"}]}),
+    text("B"), finish("stop"), DONE,
+)
+OPENROUTER_DETAILS_ONLY_KEPT = [
+    {"type": "reasoning.summary", "summary": "Weighing options.", "index": 0,
+     "format": "openai-responses-v1"},
+    {"type": "reasoning.encrypted", "data": "gAAAAB", "index": 1,
+     "format": "openai-responses-v1"},
+]
+# Mistral's Magistral: typed parts in "content", thinking ones with text inside
+MISTRAL_THINKING = (
+    chunk({"role": "assistant", "content": ""}),
+    chunk({"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "Two "}]}]}),
+    chunk({"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "plus two."}]}]}),
+    chunk({"content": [{"type": "text", "text": "Four"}]}),
+    chunk({"content": "."}),
+    finish("stop"), DONE,
+)
+# search models: url_citation annotations; plus delta fields newer than this code
+URL_CITATION = {"type": "url_citation", "url_citation": {
+    "url": "https://weather.example/paris", "title": "Paris", "start_index": 0, "end_index": 5}}
+ANNOTATIONS_AND_UNKNOWN = (
+    chunk({"role": "assistant", "content": "", "audio": None, "function_call": None}),
+    chunk({"content": "Sunny", "hologram": {"beams": [1, 2]}, "reasoning": None}),
+    chunk({"annotations": [URL_CITATION], "content": "."}),
+    finish("stop"), DONE,
+)
+
+OPENAI_REASONING_CASES = [
+    pytest.param(REASONING_CONTENT, "Let me think.", "42", [{"type": "reasoning_content"}], [],
+                 id="reasoning_content"),
+    pytest.param(REASONING, "Let me think.", "42", [], [], id="reasoning"),
+    pytest.param(OPENROUTER_REASONING, "Let me think.", "42", OPENROUTER_DETAILS, [],
+                 id="openrouter"),
+    pytest.param(OPENROUTER_DETAILS_ONLY, "Weighing options.", "B",
+                 OPENROUTER_DETAILS_ONLY_KEPT, [], id="reasoning_details_only"),
+    pytest.param(MISTRAL_THINKING, "Two plus two.", "Four.", [], [], id="mistral_thinking"),
+    pytest.param(ANNOTATIONS_AND_UNKNOWN, "", "Sunny.", [], [URL_CITATION],
+                 id="annotations_unknown_fields"),
+]
+
+
+@pytest.mark.parametrize("frames, reasoning, answer, signatures, citations",
+                         OPENAI_REASONING_CASES)
+def test_openai_reasoning_in_every_shape(server, provider, frames, reasoning, answer,
+                                         signatures, citations):
+    server.script(Reply(pieces(*frames)))
+    events, _ = drain(provider.stream_events("2+2?"))
+    c = events[-1].completion
+    assert "".join(e.text for e in events if e.type == "reasoning") == reasoning
+    assert (c.reasoning, c.text, c.signatures, c.citations) == (reasoning, answer, signatures,
+                                                                citations)
+
+
+@pytest.mark.parametrize("frames", [p.values[0] for p in OPENAI_REASONING_CASES])
+def test_openai_reasoning_transcript_at_every_split(frames):
+    p = ls.OpenAI(api_key="k")
+    wire = b"".join(pieces(*frames))
+    whole, done = offline(p, [wire])
+    for cut in range(1, len(wire)):
+        events, c = offline(p, [wire[:cut], wire[cut:]])
+        assert shape_of(events) == shape_of(whole), cut
+        assert (c.text, c.reasoning, c.signatures, c.citations) == (
+            done.text, done.reasoning, done.signatures, done.citations), cut
+
+
+def test_json_completion_with_typed_reasoning_parts(server, provider):
+    body = {**FULL_COMPLETION, "choices": [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "content": [
+            {"type": "thinking", "thinking": [{"type": "text", "text": "Hm."}]},
+            {"type": "text", "text": "Yes."}]}}]}
+    server.script(Reply([json.dumps(body).encode()],
+                        headers={"Content-Type": "application/json"}))
+    c = provider.chat("?")
+    assert (c.reasoning, c.text) == ("Hm.", "Yes.")
+
+
+def test_text_of_keeps_text_parts_only():
+    assert ls._text_of([{"type": "thinking", "thinking": [{"type": "text", "text": "no"}]},
+                        {"type": "text", "text": "yes"}, {"type": "input_text", "text": "!"},
+                        "junk"]) == "yes!"
+
+
+# Reasoning sent back: tool loops on DeepSeek (reasoning_content), OpenRouter
+# (reasoning_details), Groq (neither: it rejects both).
+def tool_turn(delta: dict) -> Reply:
+    return Reply(pieces(ROLE, chunk(delta), tool(0, "call_w1", "get_weather", ""),
+                        tool(0, None, None, '{"city":"Paris"}'), finish("tool_calls"), DONE))
+
+
+DEEPSEEK_CALL = tool_turn({"reasoning_content": "Need the weather."})
+OPENROUTER_CALL = tool_turn({"reasoning": "Need the weather.", "reasoning_details": [
+    {"type": "reasoning.text", "text": "Need the weather.", "signature": "s1", "index": 0}]})
+GROQ_CALL = tool_turn({"reasoning": "Need the weather."})
+CALL_SENT = {"role": "assistant", "content": "", "tool_calls": [
+    {"id": "call_w1", "type": "function",
+     "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}]}
+
+
+def second_request(server: Server, p: Any, first_reply: Reply, **options: Any) -> List[Any]:
+    """Run a tool loop's two steps; the messages of the second request."""
+    server.script(first_reply, Reply(pieces(*TEXT)))
+    messages: List[Any] = [{"role": "user", "content": "Weather in Paris?"}]
+    first = p.chat(messages, tools=WEATHER_TOOL, **options)
+    messages += [first.message, {"role": "tool", "tool_call_id": "call_w1", "content": "21"}]
+    p.chat(messages, tools=WEATHER_TOOL, **options)
+    return server.requests[-1].json["messages"]
+
+
+@pytest.mark.parametrize("reply, extra", [
+    pytest.param(DEEPSEEK_CALL, {"reasoning_content": "Need the weather."}, id="deepseek"),
+    pytest.param(OPENROUTER_CALL, {"reasoning_details": [
+        {"type": "reasoning.text", "text": "Need the weather.", "signature": "s1",
+         "index": 0}]}, id="openrouter"),
+    pytest.param(GROQ_CALL, {}, id="groq"),
+])
+def test_tool_loop_sends_reasoning_back_in_the_servers_own_field(server, provider, reply,
+                                                                 extra):
+    sent = second_request(server, provider, reply)
+    assert sent[1] == {**CALL_SENT, **extra}
+
+
+def test_reasoning_of_a_turn_without_tool_calls_stays_home(server, provider):
+    server.script(Reply(pieces(*REASONING_CONTENT)))
+    first = provider.chat("2+2?")
+    provider.chat([{"role": "user", "content": "2+2?"}, first.message,
+                   {"role": "user", "content": "and 3+3?"}])
+    assert server.requests[-1].json["messages"][1] == {"role": "assistant", "content": "42"}
+
+
+@pytest.mark.parametrize("switch, expected", [
+    (False, CALL_SENT),
+    (True, {**CALL_SENT, "reasoning_content": "Need the weather."}),
+])
+def test_send_reasoning_switch(server, provider, switch, expected):
+    reply = GROQ_CALL if switch else DEEPSEEK_CALL
+    sent = second_request(server, provider, reply, send_reasoning=switch)
+    assert sent[1] == expected
+    assert "send_reasoning" not in server.requests[-1].json
+
+
+@pytest.mark.parametrize("base_url", ["https://api.openai.com/v1",
+                                      "https://res.openai.azure.com/openai/v1"])
+def test_openai_and_azure_never_get_reasoning_fields(base_url):
+    turn = ls.Completion(reasoning="r", tool_calls=[ls.ToolCall("c1", "f", "{}")],
+                         signatures=[{"type": "reasoning_content"},
+                                     {"type": "reasoning.text", "text": "r", "index": 0}])
+    p = ls.OpenAI(api_key="k", base_url=base_url)
+    messages = [{"role": "user", "content": "hi"}, turn.message]
+    req = p._build(messages, "m", p._base_url(), "k", {})
+    assert req.body["messages"][1] == {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+
+
+def test_tool_call_turn_with_null_content_is_sent_with_empty_content(server, provider):
+    provider.chat([{"role": "user", "content": "Weather?"},
+                   {**CALL_SENT, "content": None},
+                   {"role": "tool", "tool_call_id": "call_w1", "content": "21"}])
+    assert server.requests[-1].json["messages"][1] == CALL_SENT
