@@ -1972,6 +1972,7 @@ class _GeminiParser(_Parser):
     def __init__(self, st: _State) -> None:
         super().__init__(st)
         self.usage: Any = None  # the last usageMetadata seen
+        self.parts: List[Dict[str, Any]] = []  # the turn's parts, text fragments joined
 
     def event(self, event: sseclient.Event) -> Sequence[Event]:
         return self.chunk(_json_object(event.data, self.st.provider))
@@ -1998,6 +1999,7 @@ class _GeminiParser(_Parser):
             if cand.get("index", 0) != 0:
                 continue
             for part in (cand.get("content") or {}).get("parts") or ():
+                self.keep(part)
                 sig = part.get("thoughtSignature")
                 if "functionCall" in part:
                     fc = part["functionCall"]
@@ -2014,6 +2016,10 @@ class _GeminiParser(_Parser):
                     events.append(st.delta(kind, part["text"], obj))
                 if sig:
                     st.signatures.append({"thoughtSignature": sig})
+            for key in ("groundingMetadata", "citationMetadata"):  # Search grounding
+                cited = cand.get(key)
+                if cited and {key: cited} not in st.citations:
+                    st.citations.append({key: cited})
             reason = cand.get("finishReason")
             if reason:
                 st.stop_reason = reason
@@ -2039,6 +2045,27 @@ class _GeminiParser(_Parser):
             if u != st.usage:  # every chunk repeats it; report changes only
                 events.append(st.set_usage(u, obj))
         return events
+
+
+    def keep(self, part: Any) -> None:
+        """Record a part for the round trip; a kind that is not text, thought
+        or functionCall (executableCode, codeExecutionResult, kinds newer than
+        this code) makes the turn native: all its parts go back verbatim."""
+        if not isinstance(part, dict):
+            return
+        last = self.parts[-1] if self.parts else None
+        if (last is not None and part.keys() <= _GEMINI_TEXT and last.keys() <= _GEMINI_TEXT
+                and "text" in part and "text" in last
+                and part.get("thought") == last.get("thought")):
+            self.parts[-1] = {**last, "text": last["text"] + part["text"]}  # one more fragment
+            return
+        self.parts.append(part)
+        if not part.keys() <= _GEMINI_OWN:
+            self.st.native = self.parts
+
+
+_GEMINI_TEXT = frozenset({"text", "thought"})
+_GEMINI_OWN = frozenset({"text", "thought", "thoughtSignature", "functionCall"})
 
 
 class Gemini(_Provider):
@@ -2073,6 +2100,9 @@ class Gemini(_Provider):
                         '(add "name" to the tool message)')
                 contents.append({"role": "user", "parts": [{"functionResponse": {
                     "name": name, "response": self._response(m.get("content"))}}]})
+            elif _native(m, self.name):  # code execution parts and all, as Gemini sent them
+                self._calls(m, names)
+                contents.append({"role": "model", "parts": list(m["native"]["content"])})
             else:
                 parts = self._parts(m.get("content"))
                 if role == "assistant":

@@ -4094,3 +4094,86 @@ def test_tool_call_turn_with_null_content_is_sent_with_empty_content(server, pro
                    {**CALL_SENT, "content": None},
                    {"role": "tool", "tool_call_id": "call_w1", "content": "21"}])
     assert server.requests[-1].json["messages"][1] == CALL_SENT
+
+
+# Gemini: code execution parts, grounding, part kinds newer than this code
+# (after the Gemini API "Code execution" and "Grounding with Google Search" docs).
+EXEC_CODE = {"executableCode": {"language": "PYTHON", "code": "print(sum(range(101)))\n"}}
+EXEC_RESULT = {"codeExecutionResult": {"outcome": "OUTCOME_OK", "output": "5050\n"}}
+GEM_CODE_EXECUTION = (
+    gem([{"text": "Let me "}]),
+    gem([{"text": "compute it."}]),
+    gem([EXEC_CODE]),
+    gem([EXEC_RESULT]),
+    gem([{"text": "The sum is "}, {"text": "5050."}], "STOP", GEM_USAGE),
+)
+GEM_CODE_EXECUTION_PARTS = [{"text": "Let me compute it."}, EXEC_CODE, EXEC_RESULT,
+                            {"text": "The sum is 5050."}]
+GROUNDING = {
+    "webSearchQueries": ["weather Paris today"],
+    "searchEntryPoint": {"renderedContent": "<div>…</div>"},
+    "groundingChunks": [{"web": {"uri": "https://vertexaisearch.example/r/1",
+                                 "title": "weather.example"}}],
+    "groundingSupports": [{"segment": {"startIndex": 0, "endIndex": 5, "text": "Sunny"},
+                           "groundingChunkIndices": [0]}],
+}
+GEM_GROUNDED = (
+    gem([{"text": "Sunny"}]),
+    gem([{"hologram": {"beams": 2}}]),
+    {"candidates": [{"content": {"parts": [{"text": ", 21 °C."}], "role": "model"},
+                     "finishReason": "STOP", "index": 0, "groundingMetadata": GROUNDING}],
+     "usageMetadata": GEM_USAGE, "modelVersion": "gemini-2.5-flash"},
+)
+
+GEMINI_NATIVE_CASES = [
+    pytest.param(GEM_CODE_EXECUTION, "Let me compute it.The sum is 5050.",
+                 GEM_CODE_EXECUTION_PARTS, [], id="code_execution"),
+    pytest.param(GEM_GROUNDED, "Sunny, 21 °C.",
+                 [{"text": "Sunny"}, {"hologram": {"beams": 2}}, {"text": ", 21 °C."}],
+                 [{"groundingMetadata": GROUNDING}], id="grounding_unknown_part"),
+]
+
+
+@pytest.mark.parametrize("chunks, text, parts, citations", GEMINI_NATIVE_CASES)
+def test_gemini_code_execution_grounding_and_unknown_parts_are_kept(server, gemini, chunks,
+                                                                    text, parts, citations):
+    server.script(Reply([gem_sse(*chunks)]))
+    c = gemini.chat("Sum 1..100")
+    assert (c.text, c.finish_reason, c.citations) == (text, "stop", citations)
+    assert c.native == {"protocol": "gemini", "content": parts}
+
+
+@pytest.mark.parametrize("chunks", [p.values[0] for p in GEMINI_NATIVE_CASES])
+def test_gemini_native_transcript_at_every_split(chunks):
+    wire = gem_sse(*chunks)
+    whole, done = offline(GEMINI, [wire])
+    for cut in range(1, len(wire)):
+        events, c = offline(GEMINI, [wire[:cut], wire[cut:]])
+        assert shape_of(events) == shape_of(whole), cut
+        assert (c.text, c.native, c.citations) == (done.text, done.native, done.citations), cut
+
+
+def test_gemini_plain_turn_is_not_native(server, gemini):
+    server.script(Reply([gem_sse(*GEM_TOOLS)]))
+    assert gemini.chat("Weather?").native is None
+
+
+def test_gemini_code_execution_turn_goes_back_verbatim(server, gemini):
+    server.script(Reply([gem_sse(*GEM_CODE_EXECUTION)]), Reply([gem_sse(*GEM_TEXT)]))
+    first = gemini.chat("Sum 1..100")
+    gemini.chat([{"role": "user", "content": "Sum 1..100"}, first.message,
+                 {"role": "user", "content": "Thanks"}])
+    assert server.requests[-1].json["contents"] == [
+        {"role": "user", "parts": [{"text": "Sum 1..100"}]},
+        {"role": "model", "parts": GEM_CODE_EXECUTION_PARTS},
+        {"role": "user", "parts": [{"text": "Thanks"}]},
+    ]
+
+
+@pytest.mark.parametrize("name", ["openai", "anthropic"])
+def test_gemini_native_parts_never_reach_another_protocol(server, name):
+    server.script(Reply([gem_sse(*GEM_CODE_EXECUTION)]), answer_reply(name))
+    first = make("gemini", server).chat("Sum 1..100")
+    make(name, server).chat([{"role": "user", "content": "Sum 1..100"}, first.message])
+    sent = json.dumps(server.requests[-1].json)
+    assert "executableCode" not in sent and "native" not in sent
