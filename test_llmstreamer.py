@@ -4177,3 +4177,55 @@ def test_gemini_native_parts_never_reach_another_protocol(server, name):
     make(name, server).chat([{"role": "user", "content": "Sum 1..100"}, first.message])
     sent = json.dumps(server.requests[-1].json)
     assert "executableCode" not in sent and "native" not in sent
+
+
+# Hosted deployments: the exact URL and headers each service documents. The
+# loopback server stands in as an HTTP proxy, so the request keeps the
+# service's host name (which decides how the key is sent) and full URL.
+def via_proxy(server: Server, monkeypatch: Any) -> None:
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.port}")
+    monkeypatch.setenv("NO_PROXY", "")
+
+
+AZURE = "http://my-resource.openai.azure.com"
+
+
+@pytest.mark.parametrize("base_url, path", [
+    # the v1 endpoint: no api-version, the deployment name is the model
+    (f"{AZURE}/openai/v1", "/openai/v1/chat/completions"),
+    # the classic deployment URL, api-version kept after the appended path
+    (f"{AZURE}/openai/deployments/gpt4o-prod?api-version=2024-10-21",
+     "/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21"),
+])
+def test_azure_openai_key_goes_in_the_api_key_header(server, monkeypatch, base_url, path):
+    via_proxy(server, monkeypatch)
+    p = ls.OpenAI(api_key="azure-key-123", base_url=base_url, max_retries=0, timeout=5)
+    assert p.chat("Hi", model="gpt4o-prod").text == "Hello, world!"
+    req = server.requests[-1]
+    assert req.path == AZURE + path
+    assert req.headers["api-key"] == "azure-key-123" and "authorization" not in req.headers
+    assert req.json["model"] == "gpt4o-prod"
+
+
+def test_azure_openai_entra_token(server, monkeypatch):
+    via_proxy(server, monkeypatch)
+    p = ls.OpenAI(base_url=f"{AZURE}/openai/v1", headers={"Authorization": "Bearer entra-t"},
+                  max_retries=0, timeout=5)
+    p.chat("Hi", model="gpt4o-prod")
+    req = server.requests[-1]
+    assert req.path == f"{AZURE}/openai/v1/chat/completions"
+    assert req.headers["authorization"] == "Bearer entra-t" and "api-key" not in req.headers
+
+
+def test_vertex_ai_gemini(server, monkeypatch):
+    via_proxy(server, monkeypatch)
+    base = ("http://us-central1-aiplatform.googleapis.com/v1/projects/my-proj/locations/"
+            "us-central1/publishers/google")
+    server.script(Reply([gem_sse(*GEM_TEXT)]))
+    p = ls.Gemini(base_url=base, headers={"Authorization": "Bearer ya29.t"}, max_retries=0,
+                  timeout=5)
+    assert p.chat("Hi", model="gemini-2.5-flash").text == "Hello there ✓"
+    req = server.requests[-1]
+    assert req.path == f"{base}/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    assert req.headers["authorization"] == "Bearer ya29.t"
+    assert "x-goog-api-key" not in req.headers
