@@ -1522,7 +1522,7 @@ class _OpenAIParser(_Parser):
                     events.append(st.delta(kind, text, obj))
             if delta.get("refusal"):
                 st.refusal.append(delta["refusal"])
-            if delta.get("annotations"):  # url_citation, from search models
+            if isinstance(delta.get("annotations"), list):  # url_citation, search models
                 st.citations.extend(delta["annotations"])
             for tc in delta.get("tool_calls") or ():
                 events.append(self.tool_fragment(tc, obj))
@@ -1999,7 +1999,14 @@ class _GeminiParser(_Parser):
             if cand.get("index", 0) != 0:
                 continue
             for part in (cand.get("content") or {}).get("parts") or ():
-                self.keep(part)
+                # every part is kept for the round trip (text fragments are
+                # joined when sent: _joined); a kind that is not text, thought
+                # or functionCall (executableCode, codeExecutionResult, kinds
+                # newer than this code) makes the turn native
+                self.parts.append(part)
+                if not ("text" in part or "functionCall" in part
+                        or part.keys() <= _GEMINI_OWN):  # one data field per part
+                    st.native = self.parts
                 sig = part.get("thoughtSignature")
                 if "functionCall" in part:
                     fc = part["functionCall"]
@@ -2016,10 +2023,11 @@ class _GeminiParser(_Parser):
                     events.append(st.delta(kind, part["text"], obj))
                 if sig:
                     st.signatures.append({"thoughtSignature": sig})
-            for key in ("groundingMetadata", "citationMetadata"):  # Search grounding
-                cited = cand.get(key)
-                if cited and {key: cited} not in st.citations:
-                    st.citations.append({key: cited})
+            if "groundingMetadata" in cand or "citationMetadata" in cand:  # Search grounding
+                for key in ("groundingMetadata", "citationMetadata"):
+                    cited = cand.get(key)
+                    if cited and {key: cited} not in st.citations:
+                        st.citations.append({key: cited})
             reason = cand.get("finishReason")
             if reason:
                 st.stop_reason = reason
@@ -2047,25 +2055,35 @@ class _GeminiParser(_Parser):
         return events
 
 
-    def keep(self, part: Any) -> None:
-        """Record a part for the round trip; a kind that is not text, thought
-        or functionCall (executableCode, codeExecutionResult, kinds newer than
-        this code) makes the turn native: all its parts go back verbatim."""
-        if not isinstance(part, dict):
-            return
-        last = self.parts[-1] if self.parts else None
-        if (last is not None and part.keys() <= _GEMINI_TEXT and last.keys() <= _GEMINI_TEXT
-                and "text" in part and "text" in last
-                and part.get("thought") == last.get("thought")):
-            self.parts[-1] = {**last, "text": last["text"] + part["text"]}  # one more fragment
-            return
-        self.parts.append(part)
-        if not part.keys() <= _GEMINI_OWN:
-            self.st.native = self.parts
-
-
 _GEMINI_TEXT = frozenset({"text", "thought"})
 _GEMINI_OWN = frozenset({"text", "thought", "thoughtSignature", "functionCall"})
+
+
+def _joined(parts: Iterable[Any]) -> List[Any]:
+    """Gemini parts with each run of streamed text fragments (same ``thought``,
+    nothing else on them) joined into one part, in one pass."""
+    out: List[Any] = []
+    run: List[str] = []
+
+    def flush() -> None:
+        if run:
+            out[-1] = {**out[-1], "text": "".join(run)}
+            run.clear()
+
+    for part in parts:
+        last = out[-1] if out else None
+        if (run and isinstance(part, dict) and isinstance(last, dict)
+                and part.keys() <= _GEMINI_TEXT and isinstance(part.get("text"), str)
+                and part.get("thought") == last.get("thought")):
+            run.append(part["text"])
+            continue
+        flush()
+        out.append(part)
+        if (isinstance(part, dict) and part.keys() <= _GEMINI_TEXT
+                and isinstance(part.get("text"), str)):
+            run.append(part["text"])
+    flush()
+    return out
 
 
 class Gemini(_Provider):
@@ -2102,7 +2120,7 @@ class Gemini(_Provider):
                     "name": name, "response": self._response(m.get("content"))}}]})
             elif _native(m, self.name):  # code execution parts and all, as Gemini sent them
                 self._calls(m, names)
-                contents.append({"role": "model", "parts": list(m["native"]["content"])})
+                contents.append({"role": "model", "parts": _joined(m["native"]["content"])})
             else:
                 parts = self._parts(m.get("content"))
                 if role == "assistant":

@@ -4107,6 +4107,7 @@ GEM_CODE_EXECUTION = (
     gem([EXEC_RESULT]),
     gem([{"text": "The sum is "}, {"text": "5050."}], "STOP", GEM_USAGE),
 )
+# as it goes back: streamed text fragments joined
 GEM_CODE_EXECUTION_PARTS = [{"text": "Let me compute it."}, EXEC_CODE, EXEC_RESULT,
                             {"text": "The sum is 5050."}]
 GROUNDING = {
@@ -4127,7 +4128,8 @@ GEM_GROUNDED = (
 
 GEMINI_NATIVE_CASES = [
     pytest.param(GEM_CODE_EXECUTION, "Let me compute it.The sum is 5050.",
-                 GEM_CODE_EXECUTION_PARTS, [], id="code_execution"),
+                 [{"text": "Let me "}, {"text": "compute it."}, EXEC_CODE, EXEC_RESULT,
+                  {"text": "The sum is "}, {"text": "5050."}], [], id="code_execution"),
     pytest.param(GEM_GROUNDED, "Sunny, 21 °C.",
                  [{"text": "Sunny"}, {"hologram": {"beams": 2}}, {"text": ", 21 °C."}],
                  [{"groundingMetadata": GROUNDING}], id="grounding_unknown_part"),
@@ -4229,3 +4231,40 @@ def test_vertex_ai_gemini(server, monkeypatch):
     assert req.path == f"{base}/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
     assert req.headers["authorization"] == "Bearer ya29.t"
     assert "x-goog-api-key" not in req.headers
+
+
+# The new shapes under the same fuzzing: only typed errors, never a crash.
+NEW_SEEDS = [
+    *[(ANTHROPIC, "".join(p.values[0]).encode()) for p in ANT_SERVER_TOOL_CASES],
+    *[(GEMINI, gem_sse(*p.values[0])) for p in GEMINI_NATIVE_CASES],
+    *[(ls.OpenAI(api_key="k"), b"".join(pieces(*p.values[0])))
+      for p in OPENAI_REASONING_CASES],
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_fuzz_mutated_new_transcripts(data):
+    p, seed = data.draw(st.sampled_from(NEW_SEEDS))
+    wire = bytearray(seed)
+    for _ in range(data.draw(st.integers(1, 6))):
+        at = data.draw(st.integers(0, len(wire) - 1))
+        action = data.draw(st.sampled_from(["flip", "drop", "insert"]))
+        if action == "flip":
+            wire[at] = data.draw(st.integers(0, 255))
+        elif action == "drop":
+            del wire[at:at + data.draw(st.integers(1, 40))]
+        else:
+            wire[at:at] = data.draw(st.sampled_from(
+                [b"\n", b"\n\n", b"{", b"}", b'"', b"null", b"[]", b"\xff",
+                 b'data: {"type":"content_block_stop","index":1}\n\n',
+                 b'data: {"type":"content_block_start","index":1,"content_block":{}}\n\n']))
+    run_offline(p, [bytes(wire)])
+
+
+def test_gemini_text_fragments_are_joined_only_where_nothing_else_differs():
+    sig, thought = {"text": "", "thoughtSignature": "c2ln"}, {"text": "Hm", "thought": True}
+    assert ls._joined([{"text": "a"}, {"text": "b"}, thought, {"text": "k", "thought": True},
+                       sig, {"text": "c"}, EXEC_CODE, {"text": "d"}, {"text": "e"}]) == [
+        {"text": "ab"}, {"text": "Hmk", "thought": True}, sig, {"text": "c"}, EXEC_CODE,
+        {"text": "de"}]
