@@ -738,7 +738,8 @@ def _typed_parts(parts: Any) -> Iterator[Tuple[str, str]]:
         kind = p.get("type")
         if kind in ("thinking", "reasoning"):
             inner = p.get(kind)
-            text = inner if isinstance(inner, str) else _text_of(inner)
+            text = inner if isinstance(inner, str) else (
+                _text_of(inner) if isinstance(inner, list) else "")
             if text:
                 yield "reasoning", text
         elif isinstance(p.get("text"), str) and p["text"]:
@@ -1972,7 +1973,7 @@ class _GeminiParser(_Parser):
     def __init__(self, st: _State) -> None:
         super().__init__(st)
         self.usage: Any = None  # the last usageMetadata seen
-        self.parts: List[Dict[str, Any]] = []  # the turn's parts, text fragments joined
+        self.parts: List[Dict[str, Any]] = []  # the turn's parts, as streamed
 
     def event(self, event: sseclient.Event) -> Sequence[Event]:
         return self.chunk(_json_object(event.data, self.st.provider))

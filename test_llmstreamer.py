@@ -4015,7 +4015,9 @@ def test_json_completion_with_typed_reasoning_parts(server, provider):
 def test_text_of_keeps_text_parts_only():
     assert ls._text_of([{"type": "thinking", "thinking": [{"type": "text", "text": "no"}]},
                         {"type": "text", "text": "yes"}, {"type": "input_text", "text": "!"},
-                        "junk"]) == "yes!"
+                        {"type": "reasoning", "reasoning": {"opaque": 1}}, "junk"]) == "yes!"
+    assert list(ls._typed_parts([{"type": "reasoning", "reasoning": {"opaque": 1}},
+                                 {"type": "reasoning", "reasoning": "r"}])) == [("reasoning", "r")]
 
 
 # Reasoning sent back: tool loops on DeepSeek (reasoning_content), OpenRouter
