@@ -2242,8 +2242,8 @@ def partial_json(text: str) -> Any:
     """
     try:
         return json.loads(text)
-    except ValueError:
-        pass  # cut off, or not JSON: the scan below says which
+    except (ValueError, RecursionError):
+        pass  # cut off, not JSON, or nested too deep for json: the scan below says
     s, n = text, len(text)
     root: Any = _NOTHING
     stack: List[Any] = []  # the open arrays and objects, innermost last
