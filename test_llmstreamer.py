@@ -4041,3 +4041,53 @@ def test_bad_response_format_fails_at_the_call(server, name, fmt):
     with pytest.raises(ValueError, match="response_format must be"):
         make(name, server).chat("hi", response_format=fmt)
     assert server.requests == []
+
+
+LIVE_PLAN = {"title": "Lisbon", "days": [{"day": 1, "activities": ["Alfama", "Tram 28"]},
+                                         {"day": 2, "activities": ["Belém"]}]}
+
+
+def live_plan_reply(name: str) -> Reply:
+    doc = json.dumps(LIVE_PLAN, ensure_ascii=False)
+    parts = [doc[i:i + 7] for i in range(0, len(doc), 7)]
+    if name == "openai":
+        return Reply(pieces(ROLE, *(text(p) for p in parts), finish(), DONE))
+    if name == "anthropic":
+        return ant_reply(ant_start(), ant_block(0, {"type": "text", "text": ""}),
+                         *(ant_delta(0, {"type": "text_delta", "text": p}) for p in parts),
+                         ant_stop_block(0), ant_end(), ANT_STOP)
+    return Reply([gem_sse(*(gem([{"text": p}]) for p in parts), gem([], "STOP"))])
+
+
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_example_live_json_structured_output(server, name):
+    server.script(live_plan_reply(name))
+    r = example("live_json.py", server=server, provider=name)
+    assert (r.returncode, r.stderr) == (0, "")
+    lines = r.stdout.splitlines()
+    assert lines[-1] == "[done: stop]"
+    shown = [json.loads(line[len("answer "):]) for line in lines[:-1]]
+    assert len(shown) > 5 and all(is_prefix(v, LIVE_PLAN) for v in shown)
+    assert shown[0] == {} and shown[-1] == LIVE_PLAN
+    assert all(a != b for a, b in zip(shown, shown[1:]))  # a line per change only
+    sent = server.requests[0].json
+    schema = {"openai": lambda: sent["response_format"]["json_schema"]["schema"],
+              "anthropic": lambda: sent["output_config"]["format"]["schema"],
+              "gemini": lambda: sent["generationConfig"]["responseJsonSchema"]}[name]()
+    assert schema["required"] == ["title", "days"]
+
+
+def test_example_live_json_tool_arguments(server):
+    args = '{"city": "Paris", "unit": "celsius"}'
+    server.script(Reply(pieces(ROLE, tool(0, "call_w1", "get_weather", ""),
+                               *(tool(0, args=args[i:i + 5]) for i in range(0, len(args), 5)),
+                               finish("tool_calls"), DONE)))
+    r = example("live_json.py", "--tool", "Weather?", server=server)
+    assert (r.returncode, r.stderr) == (0, "")
+    lines = r.stdout.splitlines()
+    assert lines[0] == "get_weather#0 {}"
+    assert 'get_weather#0 {"city": "Paris", "unit": "cel"}' in lines  # a string as it grows
+    assert lines[-2:] == ['get_weather#0 {"city": "Paris", "unit": "celsius"}',
+                          "[done: tool_calls]"]
+    assert server.requests[0].json["tool_choice"] == "required"
+    assert server.requests[0].json["messages"][0]["content"] == "Weather?"
