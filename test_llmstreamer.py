@@ -1552,6 +1552,7 @@ PUBLIC = {
     "LLMStreamerError", "APIError", "BadRequestError", "AuthenticationError",
     "PermissionDeniedError", "NotFoundError", "RateLimitError", "ServerError",
     "APIConnectionError", "APITimeoutError", "IncompleteStreamError",
+    "partial_json",
 }  # fmt: skip
 
 
