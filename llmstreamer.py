@@ -1802,7 +1802,7 @@ class _AnthropicParser(_Parser):
         if kind == "tool_use" and block.get("name") == _JSON_TOOL:
             self.json_blocks.add(index)
             if block.get("input"):  # a whole JSON body; streamed input starts as {}
-                return (st.delta("text", json.dumps(block["input"]), obj),)
+                return (st.delta("text", json.dumps(block["input"], ensure_ascii=False), obj),)
         elif kind == "tool_use":
             ordinal = self.tools[index] = len(self.tools)
             args = json.dumps(block["input"]) if block.get("input") else ""

@@ -4025,7 +4025,7 @@ def test_anthropic_forced_tool_in_a_whole_json_body(server, claude):
     server.script(Reply([json.dumps(body).encode()], headers={
         "Content-Type": "application/json"}))
     c = claude.chat("a point", model="claude-3-haiku-20240307", response_format=POINT_FORMAT)
-    assert (c.json(), c.tool_calls, c.finish_reason) == (POINT, [], "stop")
+    assert (c.text, c.tool_calls, c.finish_reason) == (POINT_JSON, [], "stop")  # é, not \u00e9
 
 
 def test_anthropic_forced_tool_and_tool_choice_conflict(server, claude):
