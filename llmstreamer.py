@@ -1217,7 +1217,8 @@ class _Provider:
         """Stream every delta as a typed ``Event``; the last one is ``done``.
 
         Arguments are checked here, before any network I/O: TypeError or
-        ValueError for bad messages, AuthenticationError for a missing key.
+        ValueError for bad messages or a misspelt option (``max_token``),
+        AuthenticationError for a missing key.
         Errors while streaming are ``LLMStreamerError`` with ``.partial``.
 
             for ev in ls.openai.stream_events("Hi"):
@@ -1957,6 +1958,9 @@ class Anthropic(_Provider):
         if "tool_choice" in body:
             raise ValueError(f"response_format on {model} uses a forced tool, which "
                              "cannot be combined with tool_choice: leave one out")
+        if (options.get("thinking") or {}).get("type", "disabled") != "disabled":
+            raise ValueError(f"response_format on {model} uses a forced tool, which "
+                             "Anthropic does not allow with thinking: leave one out")
         about = spec.get("description") or spec.get("name") or "the answer"
         body["tools"] = [*body.get("tools", []), {
             "name": _JSON_TOOL, "description": f"Give {about} as a JSON object.",

@@ -4028,10 +4028,14 @@ def test_anthropic_forced_tool_in_a_whole_json_body(server, claude):
     assert (c.text, c.tool_calls, c.finish_reason) == (POINT_JSON, [], "stop")  # é, not \u00e9
 
 
-def test_anthropic_forced_tool_and_tool_choice_conflict(server, claude):
-    with pytest.raises(ValueError, match=r"forced tool.*tool_choice"):
+@pytest.mark.parametrize("conflict, message", [
+    ({"tools": WEATHER_TOOL, "tool_choice": "required"}, "combined with tool_choice"),
+    ({"thinking": {"type": "enabled", "budget_tokens": 2048}}, "not allow with thinking"),
+])
+def test_anthropic_forced_tool_conflicts_fail_at_the_call(server, claude, conflict, message):
+    with pytest.raises(ValueError, match=r"forced tool.*" + message):
         claude.chat("a point", model="claude-3-haiku-20240307", response_format=POINT_FORMAT,
-                    tools=WEATHER_TOOL, tool_choice="required")
+                    **conflict)
     assert server.requests == []
 
 
