@@ -1958,7 +1958,8 @@ class Anthropic(_Provider):
         if "tool_choice" in body:
             raise ValueError(f"response_format on {model} uses a forced tool, which "
                              "cannot be combined with tool_choice: leave one out")
-        if (options.get("thinking") or {}).get("type", "disabled") != "disabled":
+        thinking = options.get("thinking")
+        if isinstance(thinking, Mapping) and thinking.get("type", "disabled") != "disabled":
             raise ValueError(f"response_format on {model} uses a forced tool, which "
                              "Anthropic does not allow with thinking: leave one out")
         about = spec.get("description") or spec.get("name") or "the answer"
@@ -2226,6 +2227,7 @@ _CUT_ESCAPE = re.compile(r"\\(?:u[0-9a-fA-F]{0,3})?")
 _LITERALS = (("true", True), ("false", False), ("null", None), ("NaN", float("nan")),
              ("Infinity", float("inf")), ("-Infinity", float("-inf")))
 _VALUE, _FIRST_VALUE, _KEY, _FIRST_KEY, _COLON, _AFTER = range(6)
+_MAX_MISSES = 16  # one per nesting level of the cut-off value: deeper, no C scanner
 _NOTHING = object()
 
 
@@ -2253,6 +2255,7 @@ def partial_json(text: str) -> Any:
     stack: List[Any] = []  # the open arrays and objects, innermost last
     keys: List[Any] = []  # for each: the key whose value comes next
     expect = _VALUE
+    misses = 0  # arrays and objects the C scanner failed on: each cost a scan to the end
     pos = _skip(s, 0)
     while pos < n:
         c = s[pos]
@@ -2261,19 +2264,19 @@ def partial_json(text: str) -> Any:
                 stack.pop()
                 keys.pop()
                 expect, pos = _AFTER, pos + 1
-            elif c == "{" or c == "[":
-                value: Any = {} if c == "{" else []
-                if not stack:
-                    root = value
-                elif keys[-1] is None:
-                    stack[-1].append(value)
-                else:
-                    stack[-1][keys[-1]] = value
-                stack.append(value)
-                keys.append(None)
-                expect, pos = (_FIRST_KEY if c == "{" else _FIRST_VALUE), pos + 1
             else:
-                if c == '"':
+                end = -1  # for an array or object: still open
+                if c == "{" or c == "[":
+                    if stack and misses < _MAX_MISSES:
+                        # a whole array or object, read at the speed of json's C
+                        # scanner; only those the end of the text cuts fail
+                        try:
+                            value, end = _scan(s, pos)
+                        except (ValueError, StopIteration, RecursionError):
+                            misses += 1
+                    if end < 0:
+                        value = {} if c == "{" else []
+                elif c == '"':
                     try:
                         value, end = _scanstring(s, pos + 1)
                     except ValueError:
@@ -2290,7 +2293,12 @@ def partial_json(text: str) -> Any:
                     stack[-1].append(value)
                 else:
                     stack[-1][keys[-1]] = value
-                expect, pos = _AFTER, end
+                if end >= 0:
+                    expect, pos = _AFTER, end
+                else:  # its items come next
+                    stack.append(value)
+                    keys.append(None)
+                    expect, pos = (_FIRST_KEY if c == "{" else _FIRST_VALUE), pos + 1
         elif expect <= _FIRST_KEY:  # a key (or, first in an object, "}")
             if c == "}" and expect == _FIRST_KEY:
                 stack.pop()
