@@ -3787,6 +3787,13 @@ def test_partial_json_of_every_prefix_of_escapes_and_numbers(dumps):
                         "o": {"k": [[], {}, ""]}}, dumps)
 
 
+def test_partial_json_deeper_than_the_c_scanner_is_tried():
+    value: Any = "end"
+    for depth in range(24):  # complete siblings before and after each cut-off level
+        value = [{"d": depth, "l": [1, {"x": None}]}, {"v": value, "after": [depth]}]
+    check_every_prefix(value, {})
+
+
 def check_every_prefix(value: Any, dumps: Dict[str, Any]) -> None:
     doc = json.dumps(value, **dumps)
     for end in range(len(doc)):
