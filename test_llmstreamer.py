@@ -3932,7 +3932,10 @@ def test_openai_response_format_passes_through(server, provider):
     server.script(Reply(pieces(ROLE, text(POINT_JSON[:9]), text(POINT_JSON[9:]), finish(),
                                DONE)))
     c = provider.chat("a point", response_format=POINT_FORMAT)
-    assert server.requests[0].json["response_format"] == POINT_FORMAT
+    assert server.requests[0].json == {
+        "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "a point"}],
+        "stream": True, "stream_options": {"include_usage": True},
+        "response_format": POINT_FORMAT}
     assert c.json() == POINT
 
 
@@ -3946,8 +3949,8 @@ def test_gemini_response_format(server, gemini, fmt, config):
     server.script(Reply([gem_sse(gem([{"text": POINT_JSON[:9]}]),
                                  gem([{"text": POINT_JSON[9:]}], "STOP"))]))
     c = gemini.chat("a point", response_format=fmt)
-    assert server.requests[0].json.get("generationConfig") == config
-    assert "response_format" not in server.requests[0].json
+    body = {"contents": [{"role": "user", "parts": [{"text": "a point"}]}]}
+    assert server.requests[0].json == ({**body, "generationConfig": config} if config else body)
     assert c.json() == POINT
 
 
@@ -3983,10 +3986,11 @@ def test_anthropic_structured_outputs_where_the_model_has_them(server, claude, m
     server.script(ant_text_reply(POINT_JSON))
     c = claude.chat("a point", model=model, response_format=POINT_FORMAT,
                     output_config={"effort": "low"})
-    body = server.requests[0].json
-    assert body["output_config"] == {"effort": "low", "format": {"type": "json_schema",
-                                                                 "schema": POINT_SCHEMA}}
-    assert not {"response_format", "tools", "tool_choice"} & set(body)
+    assert server.requests[0].json == {
+        "model": model, "max_tokens": 4096, "stream": True,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "a point"}]}],
+        "output_config": {"effort": "low", "format": {"type": "json_schema",
+                                                      "schema": POINT_SCHEMA}}}
     assert "anthropic-beta" not in server.requests[0].headers  # generally available
     assert (c.json(), c.finish_reason) == (POINT, "stop")
 
@@ -4003,12 +4007,15 @@ def test_anthropic_forced_tool_where_structured_outputs_cannot(server, claude, m
     server.script(ant_json_tool_reply(POINT_JSON))
     events = list(claude.stream_events("a point", model=model, response_format=fmt,
                                        tools=WEATHER_TOOL))
-    body = server.requests[0].json
-    assert body["tools"][0]["name"] == "get_weather"
-    assert body["tools"][1] == {"name": "json_answer", "input_schema": schema,
-                                "description": body["tools"][1]["description"]}
-    assert body["tool_choice"] == {"type": "tool", "name": "json_answer"}
-    assert not {"response_format", "output_config"} & set(body)
+    about = "point" if fmt is POINT_FORMAT else "the answer"
+    assert server.requests[0].json == {
+        "model": model, "max_tokens": 4096, "stream": True,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "a point"}]}],
+        "tools": [{"name": "get_weather", "description": "Weather for a city",
+                   "input_schema": WEATHER_TOOL[0]["function"]["parameters"]},
+                  {"name": "json_answer", "description": f"Give {about} as a JSON object.",
+                   "input_schema": schema}],
+        "tool_choice": {"type": "tool", "name": "json_answer"}}
     # the tool's input is the answer's text, streamed as it arrives
     assert [e.text for e in events if e.type == "text"] == [POINT_JSON[:9], POINT_JSON[9:]]
     c = events[-1].completion
