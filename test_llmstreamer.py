@@ -4110,3 +4110,20 @@ def test_example_live_json_tool_arguments(server):
                           "[done: tool_calls]"]
     assert server.requests[0].json["tool_choice"] == "required"
     assert server.requests[0].json["messages"][0]["content"] == "Weather?"
+
+
+@pytest.mark.integration
+def test_real_model_structured_output_and_partial_json(llama):
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20},
+                                               "age": {"type": "integer"}},
+              "required": ["name", "age"], "additionalProperties": False}
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": schema,
+                                                  "strict": True}}
+    deltas, c = drain(local("openai", llama).stream_chat(
+        "Invent a person.", response_format=fmt, temperature=0, max_tokens=100))
+    person = c.json()  # llama.cpp turns the schema into a grammar: JSON, whole
+    assert set(person) == {"name", "age"} and isinstance(person["age"], int)
+    text = ""
+    for delta in deltas:  # what a live view shows at each delta: never wrong
+        text += delta
+        assert is_prefix(ls.partial_json(text), person) or not text.strip()
