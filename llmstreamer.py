@@ -1090,7 +1090,6 @@ def _distance(a: str, b: str) -> int:
     return prev[-1]
 
 
-
 class _Provider:
     """The shared core: request, retries, reading, accumulation, errors."""
 
