@@ -41,6 +41,7 @@ __all__ = [
     "chat",
     "gemini",
     "openai",
+    "partial_json",
     "stream_chat",
     "stream_events",
     "stream_with_callbacks",
@@ -48,6 +49,7 @@ __all__ = [
 
 import importlib
 import json
+import json.decoder
 import json.scanner
 import logging
 import os
@@ -72,6 +74,7 @@ from typing import (
     Mapping,
     Optional,
     Sequence,
+    Set,
     Tuple,
     Type,
     Union,
@@ -391,6 +394,30 @@ class Completion:
 
     def __str__(self) -> str:
         return self.text
+
+    def json(self) -> Any:
+        """The answer's text parsed as JSON (structured output, ``response_format``).
+
+        ValueError saying why it cannot be: the answer is empty, was cut off
+        by ``max_tokens`` (``finish_reason == "length"``), or is not JSON.
+
+            point = ls.chat("A point as JSON", response_format={"type": "json_object"}).json()
+        """
+        why = f"finish_reason {self.finish_reason!r}" + (
+            f", stop_reason {self.stop_reason!r}" if self.stop_reason else "")
+        if not self.text.strip():
+            raise ValueError(f"the answer is empty ({why}), so it is not JSON"
+                             + (f"; the model refused: {self.refusal!r}" if self.refusal else ""))
+        try:
+            return json.loads(self.text)
+        except ValueError as exc:
+            if self.finish_reason == "length":
+                raise ValueError(
+                    f"the answer was cut off by max_tokens ({why}) before its JSON was "
+                    f"complete ({len(self.text)} characters): raise max_tokens; "
+                    "partial_json(completion.text) gives what arrived") from exc
+            snippet = self.text if len(self.text) <= 200 else self.text[:200] + "..."
+            raise ValueError(f"the answer is not JSON ({exc}; {why}): {snippet!r}") from exc
 
     @property
     def message(self) -> Dict[str, Any]:
@@ -1050,6 +1077,36 @@ def _drain(resp: requests.Response, chunks: Iterator[bytes]) -> None:
 
 # ------------------------------------------------------------- providers ---
 
+# the options every provider takes (and translates)
+_COMMON_OPTIONS = frozenset({"system", "max_tokens", "temperature", "stop", "tools",
+                             "tool_choice", "response_format"})
+
+
+def _closest(name: str, names: Iterable[str]) -> Optional[str]:
+    """The name within edit distance 2 of ``name`` (the nearest), or None."""
+    best: Tuple[int, str] = (3, "")
+    for known in sorted(names):
+        best = min(best, (_distance(name.lower(), known.lower()), known))
+    return best[1] or None
+
+
+def _distance(a: str, b: str) -> int:
+    """Edit distance: insertions, deletions, substitutions and swaps of two
+    neighbours each count 1 ("temprature", "max_tokesn" are 1 away)."""
+    if abs(len(a) - len(b)) > 2:
+        return 3  # more than we care about, and keyword lengths are unbounded
+    prev2: List[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        row = [i]
+        for j, cb in enumerate(b, 1):
+            d = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                d = min(d, prev2[j - 2] + 1)
+            row.append(d)
+        prev2, prev = prev, row
+    return prev[-1]
+
 
 class _Provider:
     """The shared core: request, retries, reading, accumulation, errors."""
@@ -1150,6 +1207,21 @@ class _Provider:
     # the protocol's documented request body fields: passed through as given,
     # never taken for a misspelt option
     _body_fields: FrozenSet[str] = frozenset()
+    # this provider's options people use most, besides _COMMON_OPTIONS: a
+    # keyword a typo away from one of them is an error, not a body field
+    _options: FrozenSet[str] = frozenset()
+
+    def _check_options(self, options: Mapping[str, Any]) -> None:
+        """TypeError for a keyword that looks like a misspelt option."""
+        known = _COMMON_OPTIONS | self._options
+        for name in options:
+            if name in known or name in self._body_fields:
+                continue
+            meant = _closest(name, known)
+            if meant is not None:
+                raise TypeError(f"unknown option {name!r}; did you mean {meant!r}? ({self.name} "
+                                "passes keywords it does not know into the request body, "
+                                "so a typo would be sent silently)")
 
     def _build(self, messages: List[Dict[str, Any]], model: str, base_url: str,
                key: Optional[str], options: Dict[str, Any]) -> _Request:
@@ -1162,12 +1234,14 @@ class _Provider:
         """Stream every delta as a typed ``Event``; the last one is ``done``.
 
         Arguments are checked here, before any network I/O: TypeError or
-        ValueError for bad messages, AuthenticationError for a missing key.
+        ValueError for bad messages or a misspelt option (``max_token``),
+        AuthenticationError for a missing key.
         Errors while streaming are ``LLMStreamerError`` with ``.partial``.
 
             for ev in ls.openai.stream_events("Hi"):
                 print(ev.type, ev.text)
         """
+        self._check_options(options)
         system = options.pop("system", None)
         msgs = _messages(messages, system)
         base_url = self._base_url()
@@ -1565,6 +1639,27 @@ class OpenAI(_Provider):
     default_base_url = "https://api.openai.com/v1"
     default_model = "gpt-4o-mini"
     _parser = _OpenAIParser
+    _options = frozenset({"include_usage", "stream_options", "top_p", "seed", "n",
+                          "max_completion_tokens", "reasoning_effort", "parallel_tool_calls",
+                          "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs"})
+    _body_fields = frozenset({
+        # the Chat Completions API reference
+        "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs",
+        "max_completion_tokens", "max_tokens", "messages", "metadata", "modalities", "model",
+        "n", "parallel_tool_calls", "prediction", "presence_penalty", "prompt_cache_key",
+        "prompt_cache_retention", "reasoning_effort", "response_format", "safety_identifier",
+        "seed", "service_tier", "stop", "store", "stream", "stream_options", "temperature",
+        "tool_choice", "tools", "top_logprobs", "top_p", "user", "verbosity",
+        "web_search_options",
+        # the extensions of the compatible servers people point base_url at
+        # (vLLM, llama.cpp, Ollama, OpenRouter, Mistral, DeepSeek, Qwen)
+        "top_k", "min_p", "typical_p", "top_a", "repetition_penalty", "min_tokens",
+        "ignore_eos", "chat_template_kwargs", "add_generation_prompt", "continue_final_message",
+        "skip_special_tokens", "guided_json", "guided_regex", "guided_choice", "guided_grammar",
+        "structured_outputs", "grammar", "json_schema", "cache_prompt", "reasoning",
+        "include_reasoning", "provider", "models", "transforms", "random_seed", "safe_prompt",
+        "enable_thinking", "thinking",
+    })
 
     def _build(self, messages: List[Dict[str, Any]], model: str, base_url: str,
                key: Optional[str], options: Dict[str, Any]) -> _Request:
@@ -1700,6 +1795,23 @@ def _native(m: Mapping[str, Any], protocol: str) -> bool:
             and native.get("protocol") == protocol and isinstance(native.get("content"), list))
 
 
+def _json_format(fmt: Any) -> Tuple[Optional[str], Dict[str, Any]]:
+    """An OpenAI-style ``response_format`` as (kind, its json_schema object):
+    kind is ``json_schema``, ``json_object`` or None (plain text)."""
+    kind = fmt.get("type") if isinstance(fmt, Mapping) else None
+    if kind == "text":
+        return None, {}
+    if kind == "json_object":
+        return kind, {}
+    spec = fmt.get("json_schema") if isinstance(fmt, Mapping) else None
+    if kind == "json_schema" and isinstance(spec, Mapping) and isinstance(
+            spec.get("schema"), Mapping):
+        return kind, dict(spec)
+    raise ValueError(
+        "response_format must be {'type': 'json_schema', 'json_schema': {'name': ..., "
+        "'schema': {...}}}, {'type': 'json_object'} or {'type': 'text'}; got " + repr(fmt))
+
+
 # ------------------------------------------------------------- Anthropic ---
 
 _ANTHROPIC_STOP = {
@@ -1717,6 +1829,19 @@ _ANTHROPIC_STOP = {
 # whole and makes the turn native, so it goes back to Anthropic verbatim
 _ANTHROPIC_OWN = frozenset({"text", "thinking", "redacted_thinking", "tool_use"})
 
+# The forced tool that carries response_format's JSON on models without
+# structured outputs: its input is the answer's text, never a tool call.
+_JSON_TOOL = "json_answer"
+
+
+def _anthropic_json_outputs(model: str) -> bool:
+    """Whether the model has structured outputs: Claude 4.5 and later (and
+    names we do not know), not Claude 3, Sonnet 4 or Opus 4 / 4.1."""
+    m = re.search(r"claude-(?:opus|sonnet|haiku)-(\d+)(?:-(\d)(?!\d))?", model)
+    if m:
+        return (int(m.group(1)), int(m.group(2) or 0)) >= (4, 5)
+    return not re.search(r"claude-(?:\d|instant)", model)
+
 
 class _AnthropicParser(_Parser):
     """Messages API events: content blocks opened, filled and closed by index."""
@@ -1727,6 +1852,7 @@ class _AnthropicParser(_Parser):
         # every open block by index: (the block as it goes back, its streamed fragments)
         self.open: Dict[Any, Tuple[Dict[str, Any], List[str]]] = {}
         self.content: List[Dict[str, Any]] = []  # the turn's blocks in order
+        self.json_blocks: Set[Any] = set()  # blocks of the _JSON_TOOL: text
         self.usage: Dict[str, int] = {}  # message_delta carries running totals
 
     def event(self, event: sseclient.Event) -> Sequence[Event]:
@@ -1757,7 +1883,7 @@ class _AnthropicParser(_Parser):
             reason = (obj.get("delta") or {}).get("stop_reason")
             if reason:
                 st.stop_reason = reason
-                st.finish_reason = _ANTHROPIC_STOP.get(reason, "other")
+                st.finish_reason = self.finish(reason)
             return self.set_usage(obj.get("usage"), obj)
         if kind == "message_stop":
             st.ended = st.done = True
@@ -1771,6 +1897,9 @@ class _AnthropicParser(_Parser):
         kind = delta.get("type")
         index = obj.get("index")
         block = self.open.get(index)
+        if kind == "input_json_delta" and index in self.json_blocks:
+            return (st.delta("text", delta["partial_json"], obj),) if delta[
+                "partial_json"] else ()
         if kind == "thinking_delta":
             if block is not None:
                 block[1].append(delta["thinking"])
@@ -1794,6 +1923,11 @@ class _AnthropicParser(_Parser):
         block = dict(obj["content_block"])
         kind = block.get("type")
         index = obj.get("index")
+        if kind == "tool_use" and block.get("name") == _JSON_TOOL:
+            self.json_blocks.add(index)
+            if block.get("input"):  # a whole JSON body; streamed input starts as {}
+                return (st.delta("text", json.dumps(block["input"], ensure_ascii=False), obj),)
+            return ()
         self.open[index] = (block, [])
         self.content.append(block)
         if kind not in _ANTHROPIC_OWN:
@@ -1812,6 +1946,11 @@ class _AnthropicParser(_Parser):
             if block.get("text"):
                 return (st.delta("text", block["text"], obj),)
         return ()
+
+    def finish(self, reason: str) -> str:
+        if reason == "tool_use" and self.json_blocks and not self.tools:
+            return "stop"  # the forced JSON tool was the answer
+        return _ANTHROPIC_STOP.get(reason, "other")
 
     def block_stop(self, index: Any) -> None:
         opened = self.open.pop(index, None)
@@ -1859,7 +1998,7 @@ class _AnthropicParser(_Parser):
             self.block_stop(index)
         reason = body.get("stop_reason")
         if reason:
-            st.stop_reason, st.finish_reason = reason, _ANTHROPIC_STOP.get(reason, "other")
+            st.stop_reason, st.finish_reason = reason, self.finish(reason)
         return events + list(self.set_usage(body.get("usage"), body))
 
 
@@ -1879,6 +2018,14 @@ class Anthropic(_Provider):
     default_max_tokens = 4096  # the API requires max_tokens; every model allows this
     version = "2023-06-01"
     _parser = _AnthropicParser
+    _options = frozenset({"top_p", "top_k", "thinking", "metadata", "stop_sequences",
+                          "output_config"})
+    _body_fields = frozenset({  # the Messages API reference
+        "container", "context_management", "max_tokens", "mcp_servers", "messages",
+        "metadata", "model", "output_config", "output_format", "service_tier",
+        "stop_sequences", "stream", "system", "temperature", "thinking", "tool_choice",
+        "tools", "top_k", "top_p",
+    })
 
     def _build(self, messages: List[Dict[str, Any]], model: str, base_url: str,
                key: Optional[str], options: Dict[str, Any]) -> _Request:
@@ -1922,6 +2069,8 @@ class Anthropic(_Provider):
             name = _choice_name(choice)
             body["tool_choice"] = ({"type": "tool", "name": name} if name else
                                    {"type": {"required": "any"}.get(choice, choice)})
+        if options.get("response_format") is not None:
+            self._json_output(body, model, options)
         body.update({k: v for k, v in options.items() if v is not None})
         headers = {"Accept": "text/event-stream", "anthropic-version": self.version,
                    **self.headers}
@@ -1931,6 +2080,34 @@ class Anthropic(_Provider):
         root = base[:-3] if base.endswith("/v1") else base
         return _Request(_endpoint(root + (f"?{query}" if query else ""), "/v1/messages"),
                         headers, body, model)
+
+    @staticmethod
+    def _json_output(body: Dict[str, Any], model: str, options: Dict[str, Any]) -> None:
+        """``response_format`` as structured outputs (``output_config.format``)
+        where the model has them (a json_schema on Claude 4.5 and later, and
+        on model names we do not know); else a forced tool whose input the
+        parser turns into the answer's text (json_object, which has no schema,
+        and older models)."""
+        kind, spec = _json_format(options.pop("response_format"))
+        if kind is None:
+            return
+        if kind == "json_schema" and _anthropic_json_outputs(model):
+            config = dict(options.pop("output_config", None) or {})
+            config["format"] = {"type": "json_schema", "schema": spec["schema"]}
+            body["output_config"] = config
+            return
+        if "tool_choice" in body:
+            raise ValueError(f"response_format on {model} uses a forced tool, which "
+                             "cannot be combined with tool_choice: leave one out")
+        thinking = options.get("thinking")
+        if isinstance(thinking, Mapping) and thinking.get("type", "disabled") != "disabled":
+            raise ValueError(f"response_format on {model} uses a forced tool, which "
+                             "Anthropic does not allow with thinking: leave one out")
+        about = spec.get("description") or spec.get("name") or "the answer"
+        body["tools"] = [*body.get("tools", []), {
+            "name": _JSON_TOOL, "description": f"Give {about} as a JSON object.",
+            "input_schema": spec.get("schema") or {"type": "object"}}]
+        body["tool_choice"] = {"type": "tool", "name": _JSON_TOOL}
 
     @staticmethod
     def _content(content: Any) -> List[Dict[str, Any]]:
@@ -2100,6 +2277,12 @@ class Gemini(_Provider):
     default_base_url = "https://generativelanguage.googleapis.com/v1beta"
     default_model = "gemini-2.5-flash"
     _parser = _GeminiParser
+    _options = frozenset({"generationConfig", "safetySettings", "toolConfig", "cachedContent"})
+    _body_fields = frozenset({  # generateContent's request body, and its snake_case spelling
+        "contents", "tools", "toolConfig", "tool_config", "safetySettings", "safety_settings",
+        "systemInstruction", "system_instruction", "generationConfig", "generation_config",
+        "cachedContent", "cached_content", "labels",
+    })
 
     def _build(self, messages: List[Dict[str, Any]], model: str, base_url: str,
                key: Optional[str], options: Dict[str, Any]) -> _Request:
@@ -2137,6 +2320,12 @@ class Gemini(_Provider):
                 config[theirs] = options.pop(ours)
         if options.get("stop") is not None:
             config["stopSequences"] = _stop_list(options.pop("stop"))
+        if options.get("response_format") is not None:
+            kind, spec = _json_format(options.pop("response_format"))
+            if kind:
+                config["responseMimeType"] = "application/json"
+            if "schema" in spec:  # full JSON Schema, unlike the subset responseSchema takes
+                config["responseJsonSchema"] = spec["schema"]
         config.update(options.pop("generationConfig", None) or {})
         if config:
             body["generationConfig"] = config
@@ -2207,6 +2396,167 @@ class Gemini(_Provider):
         except ValueError:
             value = None
         return value if isinstance(value, dict) else {"result": text}
+
+
+# ----------------------------------------------------------- partial JSON ---
+
+_WS = re.compile(r"[ \t\n\r]*")
+# json's C string decoder, which typeshed does not list: (str, end) from the
+# character after the opening quote
+_scanstring: Callable[[str, int], Tuple[str, int]] = vars(json.decoder)["scanstring"]
+_NUMBER = re.compile(r"(-?(?:0|[1-9][0-9]*))(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+_NUMBER_CHARS = re.compile(r"[-+.eE0-9]*")
+# what a number cut off at the end of the text can look like: "-", "1.", "2e-"
+_NUMBER_START = re.compile(r"-?(?:(?:0|[1-9][0-9]*)(?:\.(?:[0-9]+(?:[eE][-+]?[0-9]*)?)?"
+                           r"|[eE][-+]?[0-9]*)?)?")
+# a string's characters and complete escapes, the opening quote included
+_STRING_START = re.compile(r'"(?:[^"\\\x00-\x1f]+|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*')
+_CUT_ESCAPE = re.compile(r"\\(?:u[0-9a-fA-F]{0,3})?")
+# json.loads takes these too (its allow_nan default)
+_LITERALS = (("true", True), ("false", False), ("null", None), ("NaN", float("nan")),
+             ("Infinity", float("inf")), ("-Infinity", float("-inf")))
+_VALUE, _FIRST_VALUE, _KEY, _FIRST_KEY, _COLON, _AFTER = range(6)
+_MAX_MISSES = 16  # one per nesting level of the cut-off value: deeper, no C scanner
+_NOTHING = object()
+
+
+def partial_json(text: str) -> Any:
+    """The value a JSON document cut off at the end of ``text`` would have
+    if it were closed now: to show streamed tool arguments or structured
+    output while they arrive.
+
+    Open strings, arrays and objects are closed; an unfinished number,
+    literal, escape or object key, and a key with no value yet, are left
+    out. Blank text gives None; a complete document gives exactly
+    ``json.loads(text)`` (so a bare ``12`` is 12, though it may grow).
+    Time is linear in ``len(text)``. Text that no more characters could
+    make JSON raises ``json.JSONDecodeError`` (a ValueError).
+
+        partial_json('{"city": "Par')      # {'city': 'Par'}
+        partial_json('[1, 2, {"a": tr')    # [1, 2, {}]
+    """
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        pass  # cut off, not JSON, or nested too deep for json: the scan below says
+    s, n = text, len(text)
+    root: Any = _NOTHING
+    stack: List[Any] = []  # the open arrays and objects, innermost last
+    keys: List[Any] = []  # for each: the key whose value comes next
+    expect = _VALUE
+    misses = 0  # arrays and objects the C scanner failed on: each cost a scan to the end
+    pos = _skip(s, 0)
+    while pos < n:
+        c = s[pos]
+        if expect <= _FIRST_VALUE:  # a value (or, first in an array, "]")
+            if c == "]" and expect == _FIRST_VALUE:
+                stack.pop()
+                keys.pop()
+                expect, pos = _AFTER, pos + 1
+            else:
+                end = -1  # for an array or object: still open
+                if c == "{" or c == "[":
+                    if stack and misses < _MAX_MISSES:
+                        # a whole array or object, read at the speed of json's C
+                        # scanner; only those the end of the text cuts fail
+                        try:
+                            value, end = _scan(s, pos)
+                        except (ValueError, StopIteration, RecursionError):
+                            misses += 1
+                    if end < 0:
+                        value = {} if c == "{" else []
+                elif c == '"':
+                    try:
+                        value, end = _scanstring(s, pos + 1)
+                    except ValueError:
+                        value, end = _cut_string(s, pos), n
+                        if value is None:
+                            raise
+                else:
+                    value, end = _scalar(s, pos)
+                    if end < 0:
+                        break  # an unfinished number or literal: left out
+                if not stack:
+                    root = value
+                elif keys[-1] is None:
+                    stack[-1].append(value)
+                else:
+                    stack[-1][keys[-1]] = value
+                if end >= 0:
+                    expect, pos = _AFTER, end
+                else:  # its items come next
+                    stack.append(value)
+                    keys.append(None)
+                    expect, pos = (_FIRST_KEY if c == "{" else _FIRST_VALUE), pos + 1
+        elif expect <= _FIRST_KEY:  # a key (or, first in an object, "}")
+            if c == "}" and expect == _FIRST_KEY:
+                stack.pop()
+                keys.pop()
+                expect, pos = _AFTER, pos + 1
+            elif c == '"':
+                try:
+                    keys[-1], pos = _scanstring(s, pos + 1)
+                except ValueError:
+                    if _cut_string(s, pos) is None:
+                        raise
+                    break  # an unfinished key: left out
+                expect = _COLON
+            else:
+                raise json.JSONDecodeError("Expecting property name enclosed in double "
+                                           "quotes", s, pos)
+        elif expect == _COLON:
+            if c != ":":
+                raise json.JSONDecodeError("Expecting ':' delimiter", s, pos)
+            expect, pos = _VALUE, pos + 1
+        else:  # after a value: "," or the end of its array or object
+            if not stack:
+                raise json.JSONDecodeError("Extra data", s, pos)
+            if c == ",":
+                expect = _VALUE if keys[-1] is None else _KEY
+            elif c == ("]" if keys[-1] is None else "}"):
+                stack.pop()
+                keys.pop()
+            else:
+                raise json.JSONDecodeError("Expecting ',' delimiter", s, pos)
+            pos += 1
+        pos = _skip(s, pos)
+    return None if root is _NOTHING else root
+
+
+def _skip(s: str, pos: int) -> int:
+    """Where the whitespace at ``s[pos]`` ends."""
+    m = _WS.match(s, pos)
+    return m.end() if m else pos
+
+
+def _cut_string(s: str, pos: int) -> Optional[str]:
+    """The string that starts at ``s[pos]`` and is cut off by the end of the
+    text, as far as it goes; None if it is not cut off but invalid."""
+    end = _STRING_START.match(s, pos).end()  # type: ignore[union-attr]  # always matches '"'
+    if end < len(s) and not _CUT_ESCAPE.fullmatch(s, end):
+        return None
+    value: str = json.loads(s[pos:end] + '"')
+    if value and "\ud800" <= value[-1] <= "\udbff":
+        value = value[:-1]  # half a surrogate pair: its other half is not here yet
+    return value
+
+
+def _scalar(s: str, pos: int) -> Tuple[Any, int]:
+    """The number or literal at ``s[pos]`` and where it ends; an end of -1
+    if the text ends before it does."""
+    for name, value in _LITERALS:
+        if s.startswith(name, pos):
+            return value, pos + len(name)
+        if len(s) - pos < len(name) and name.startswith(s[pos:]):
+            return None, -1
+    if _NUMBER_CHARS.match(s, pos).end() == len(s):  # type: ignore[union-attr]
+        if _NUMBER_START.fullmatch(s, pos):
+            return None, -1
+    m = _NUMBER.match(s, pos)
+    if m is None:
+        raise json.JSONDecodeError("Expecting value", s, pos)
+    integer, frac, exp = m.groups()
+    return (float(m.group()) if frac or exp else int(integer)), m.end()
 
 
 # ------------------------------------------------------------ public API ---

@@ -1552,6 +1552,7 @@ PUBLIC = {
     "LLMStreamerError", "APIError", "BadRequestError", "AuthenticationError",
     "PermissionDeniedError", "NotFoundError", "RateLimitError", "ServerError",
     "APIConnectionError", "APITimeoutError", "IncompleteStreamError",
+    "partial_json",
 }  # fmt: skip
 
 
@@ -4270,3 +4271,440 @@ def test_gemini_text_fragments_are_joined_only_where_nothing_else_differs():
                        sig, {"text": "c"}, EXEC_CODE, {"text": "d"}, {"text": "e"}]) == [
         {"text": "ab"}, {"text": "Hmk", "thought": True}, sig, {"text": "c"}, EXEC_CODE,
         {"text": "de"}]
+
+
+# issue 14: partial_json, Completion.json(), typo-proof options, structured
+# output on every provider
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cut, value", [
+    ("", None),
+    (" \n\t ", None),
+    ('{"city": "Par', {"city": "Par"}),
+    ('{"city": "Paris", "days": [1, 2', {"city": "Paris", "days": [1]}),  # 2 may be 25
+    ('{"city": "Paris", "days": [1, 2 ', {"city": "Paris", "days": [1, 2]}),
+    ('[1, 2, {"a": tr', [1, 2, {}]),
+    ('[true, nul', [True]),
+    ('[1.5e', []),
+    ('[-', []),
+    ('[-Inf', []),
+    ("1.", None),
+    ("-", None),
+    ('{"ab', {}),  # an unfinished key
+    ('{"a"', {}),  # a key with no value yet
+    ('{"a": ', {}),
+    ('{"a": 1, ', {"a": 1}),
+    ('{"a": [', {"a": []}),
+    ('[[[', [[[]]]),
+    ('{"a": {"b": {"c": "d', {"a": {"b": {"c": "d"}}}),
+    ('["tab\\t', ["tab\t"]),
+    ('["back\\', ["back"]),  # a cut escape is left out
+    ('["x\\u00', ["x"]),
+    ('["x\\u00e9', ["xé"]),
+    ('["x\\ud83d', ["x"]),  # half a surrogate pair waits for its other half
+    ('["x\\ud83d\\ude', ["x"]),
+    ('["x\\ud83d\\ude00', ["x😀"]),
+    ('"open', "open"),
+    ("12", 12),  # a complete document is what json.loads says
+    ('{"a": NaN, "b": -Infinity', {"a": pytest.approx(float("nan"), nan_ok=True),
+                                   "b": float("-inf")}),
+])
+def test_partial_json(cut, value):
+    assert ls.partial_json(cut) == value
+
+
+@pytest.mark.parametrize("bad", [
+    "x", "[1,]", '{"a" 1', "[1 2", '["a\nb', "[01", "{1", '{"a": 1}}', "[1.e5", '["\\x',
+    "[tru e", '{"a": 1} {', "\ufeff[1]", "[1, 2]x",
+])
+def test_partial_json_raises_on_what_no_more_text_could_make_json(bad):
+    with pytest.raises(json.JSONDecodeError):
+        ls.partial_json(bad)
+
+
+def is_prefix(x: Any, v: Any) -> bool:
+    """`x` is what `v` looks like part-way through its JSON text: `x == v`,
+    or a str that `v` starts with, or a list/dict holding the first items
+    (keys in `v`'s order) of `v`, all equal to `v`'s but the last, which is
+    itself a prefix of the corresponding item."""
+    if type(x) is type(v) and x == v:
+        return True
+    if isinstance(v, str):
+        return isinstance(x, str) and v.startswith(x)
+    if isinstance(v, list):
+        return (isinstance(x, list) and len(x) <= len(v)
+                and all(a == b for a, b in zip(x[:-1], v))
+                and (not x or is_prefix(x[-1], v[len(x) - 1])))
+    if isinstance(v, dict):
+        keys = list(x) if isinstance(x, dict) else None
+        return (keys is not None and keys == list(v)[:len(keys)]
+                and all(x[k] == v[k] for k in keys[:-1])
+                and (not keys or is_prefix(x[keys[-1]], v[keys[-1]])))
+    return False  # numbers, booleans and null appear whole or not at all
+
+
+JSON_SCALARS = (st.none() | st.booleans() | st.integers(-10**20, 10**20)
+                | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12))
+JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=4)
+                           | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+                           max_leaves=12)
+JSON_DOCS = st.lists(JSON_VALUES, max_size=4) | st.dictionaries(st.text(max_size=6),
+                                                                 JSON_VALUES, max_size=4)
+
+
+DUMPS = [{}, {"indent": 2}, {"ensure_ascii": False}, {"separators": (",", ":")}]
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=JSON_DOCS, dumps=st.sampled_from(DUMPS))
+def test_partial_json_of_every_prefix_is_consistent(value, dumps):
+    check_every_prefix(value, dumps)
+
+
+@pytest.mark.parametrize("dumps", DUMPS)
+def test_partial_json_of_every_prefix_of_escapes_and_numbers(dumps):
+    check_every_prefix({"s": "é😀\\\"\n\u2028\x00", "": [-1.5e-300, 0, 10**30, True, None],
+                        "o": {"k": [[], {}, ""]}}, dumps)
+
+
+def test_partial_json_deeper_than_the_c_scanner_is_tried():
+    value: Any = "end"
+    for depth in range(24):  # complete siblings before and after each cut-off level
+        value = [{"d": depth, "l": [1, {"x": None}]}, {"v": value, "after": [depth]}]
+    check_every_prefix(value, {})
+
+
+def check_every_prefix(value: Any, dumps: Dict[str, Any]) -> None:
+    doc = json.dumps(value, **dumps)
+    for end in range(len(doc)):
+        got = ls.partial_json(doc[:end])
+        if not doc[:end].strip():
+            assert got is None
+        else:
+            assert is_prefix(got, value), (doc[:end], got)
+    assert ls.partial_json(doc) == value
+
+
+def test_is_prefix_can_fail():
+    assert not is_prefix({"b": 1}, {"a": 1, "b": 1})  # a key skipped
+    assert not is_prefix([1, "x"], [2, "xy"])  # an earlier item differs
+    assert not is_prefix({"a": "xy"}, {"a": "x"})
+    assert not is_prefix([12], [123])  # a number is never cut
+
+
+def lines_run(fn: Any, *args: Any) -> int:
+    """How many lines of llmstreamer's code `fn(*args)` runs: work, not time."""
+    count = 0
+
+    def trace(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal count
+        if frame.f_code.co_filename != ls.__file__:
+            return None
+        if event == "line":
+            count += 1
+        return trace
+
+    sys.settrace(trace)
+    try:
+        fn(*args)
+    finally:
+        sys.settrace(None)
+    return count
+
+
+def test_partial_json_is_linear_time():
+    def doc(items: int) -> str:  # cut off: the scanner does the work, not json.loads
+        return "[" + '{"a": [1, "xy\\u00e9", true, {"b": -2.5e3}]}, ' * items + '{"a": "x'
+
+    small, large = lines_run(ls.partial_json, doc(100)), lines_run(ls.partial_json, doc(1000))
+    assert large < 11 * small  # 10x the text, about 10x the work
+    # a long cut-off string, and deep nesting: quadratic work would take hours
+    t0 = time.monotonic()
+    assert ls.partial_json('{"text": "' + "ab\\n" * 1_000_000) == {"text": "ab\n" * 1_000_000}
+    deep, depth = ls.partial_json("[" * 50_000 + "1"), 0
+    while deep:
+        deep, depth = deep[0], depth + 1
+    assert (deep, depth) == ([], 49_999)  # every array closed, the unfinished 1 left out
+    assert time.monotonic() - t0 < 30  # ~0.5 s alone on a slow machine
+
+
+@pytest.mark.parametrize("completion, message", [
+    (ls.Completion(text='{"a": [1, 2', finish_reason="length", stop_reason="max_tokens"),
+     r"cut off by max_tokens \(finish_reason 'length', stop_reason 'max_tokens'\).*raise "
+     r"max_tokens; partial_json"),
+    (ls.Completion(text="Sure! Here is the JSON: {}", finish_reason="stop"),
+     r"^the answer is not JSON \(Expecting value.*'Sure! Here is the JSON: \{\}'$"),
+    (ls.Completion(text="x" * 500, finish_reason="stop"), r"'x{200}\.\.\.'$"),
+    (ls.Completion(text=" ", finish_reason="stop"), r"the answer is empty \(finish_reason"),
+    (ls.Completion(finish_reason="content_filter", refusal="I can't help with that."),
+     r"empty.*the model refused: \"I can't help with that.\""),
+])
+def test_completion_json_says_why_it_is_not_json(completion, message):
+    with pytest.raises(ValueError, match=message):
+        completion.json()
+
+
+def test_completion_json_parses_the_text():
+    assert ls.Completion(text=' {"a": [1, "é"]}\n').json() == {"a": [1, "é"]}
+    assert ls.Completion(text="[]", finish_reason="length").json() == []  # complete is fine
+
+
+NEAR_MISSES = {  # keyword -> the option meant, on every provider
+    "max_token": "max_tokens", "temprature": "temperature", "tool": "tools",
+    "Temperature": "temperature", "max_tokesn": "max_tokens", "tool_choise": "tool_choice",
+    "respons_format": "response_format", "sytem": "system", "stops": "stop",
+}
+OWN_NEAR_MISSES = {
+    "openai": {"stream_option": "stream_options", "include_usge": "include_usage",
+               "top_pp": "top_p", "max_completion_token": "max_completion_tokens"},
+    "anthropic": {"thinkng": "thinking", "stop_sequence": "stop_sequences", "topk": "top_k"},
+    "gemini": {"generation_confg": "generationConfig", "safetySetting": "safetySettings"},
+}
+DOCUMENTED = {  # body fields a typo away from an option, yet the protocol's own
+    "openai": {"top_p": 0.5, "top_k": 40, "seed": 7, "n": 1, "store": False,
+               "max_completion_tokens": 9, "logprobs": True, "metadata": {"a": "b"}},
+    "anthropic": {"top_p": 0.5, "top_k": 40, "metadata": {"user_id": "u1"},
+                  "thinking": {"type": "enabled", "budget_tokens": 1024}},
+    "gemini": {"safetySettings": [], "cachedContent": "cachedContents/x", "toolConfig": {},
+               "tool_config": {}},
+}
+
+
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_near_miss_options_raise_before_any_request(server, name):
+    p = make(name, server)
+    for keyword, meant in {**NEAR_MISSES, **OWN_NEAR_MISSES[name]}.items():
+        message = f"unknown option '{keyword}'; did you mean '{meant}'?"
+        with pytest.raises(TypeError, match=re.escape(message)):
+            p.stream_events("hi", **{keyword: 5})
+        with pytest.raises(TypeError, match=re.escape(message)):
+            ls.chat("hi", provider=name, **{keyword: 5})
+    assert server.requests == []
+
+
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_documented_fields_and_far_names_pass_through(server, name):
+    server.script(answer_reply(name))
+    p = make(name, server)
+    p.chat("hi", **DOCUMENTED[name], my_vendor_flag={"x": 1})
+    body = server.requests[0].json
+    assert {k: body[k] for k in DOCUMENTED[name]} == DOCUMENTED[name]
+    assert body["my_vendor_flag"] == {"x": 1}
+
+
+def test_openai_own_options_are_not_typos_elsewhere(server):
+    # include_usage is OpenAI's; for Anthropic it is a typo of nothing: it passes
+    server.script(ant_reply(*ANT_TEXT))
+    make("anthropic", server).chat("hi", include_usage=False)
+    assert server.requests[0].json["include_usage"] is False
+
+
+POINT_SCHEMA = {"type": "object", "properties": {"x": {"type": "number"},
+                                                 "label": {"type": "string"}},
+                "required": ["x", "label"], "additionalProperties": False}
+POINT_FORMAT = {"type": "json_schema",
+                "json_schema": {"name": "point", "schema": POINT_SCHEMA, "strict": True}}
+POINT = {"x": 1.5, "label": "é ✓"}
+POINT_JSON = json.dumps(POINT, ensure_ascii=False)
+
+
+def test_openai_response_format_passes_through(server, provider):
+    server.script(Reply(pieces(ROLE, text(POINT_JSON[:9]), text(POINT_JSON[9:]), finish(),
+                               DONE)))
+    c = provider.chat("a point", response_format=POINT_FORMAT)
+    assert server.requests[0].json == {
+        "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "a point"}],
+        "stream": True, "stream_options": {"include_usage": True},
+        "response_format": POINT_FORMAT}
+    assert c.json() == POINT
+
+
+@pytest.mark.parametrize("fmt, config", [
+    (POINT_FORMAT, {"responseMimeType": "application/json",
+                    "responseJsonSchema": POINT_SCHEMA}),
+    ({"type": "json_object"}, {"responseMimeType": "application/json"}),
+    ({"type": "text"}, None),
+])
+def test_gemini_response_format(server, gemini, fmt, config):
+    server.script(Reply([gem_sse(gem([{"text": POINT_JSON[:9]}]),
+                                 gem([{"text": POINT_JSON[9:]}], "STOP"))]))
+    c = gemini.chat("a point", response_format=fmt)
+    body = {"contents": [{"role": "user", "parts": [{"text": "a point"}]}]}
+    assert server.requests[0].json == ({**body, "generationConfig": config} if config else body)
+    assert c.json() == POINT
+
+
+def test_gemini_generation_config_given_wins(server, gemini):
+    server.script(Reply([gem_sse(gem([{"text": "{}"}], "STOP"))]))
+    gemini.chat("a point", response_format=POINT_FORMAT, max_tokens=50,
+                generationConfig={"responseMimeType": "text/x.enum"})
+    assert server.requests[0].json["generationConfig"] == {
+        "maxOutputTokens": 50, "responseMimeType": "text/x.enum",
+        "responseJsonSchema": POINT_SCHEMA}
+
+
+def ant_text_reply(answer: str) -> Reply:
+    return ant_reply(ant_start(), ant_block(0, {"type": "text", "text": ""}),
+                     ant_delta(0, {"type": "text_delta", "text": answer[:9]}),
+                     ant_delta(0, {"type": "text_delta", "text": answer[9:]}),
+                     ant_stop_block(0), ant_end(), ANT_STOP)
+
+
+def ant_json_tool_reply(answer: str, reason: str = "tool_use") -> Reply:
+    """The forced json_answer tool, its input streamed as input_json_delta."""
+    return ant_reply(ant_start(), ant_block(0, {"type": "tool_use", "id": "toolu_j1",
+                                                "name": "json_answer", "input": {}}),
+                     ant_delta(0, {"type": "input_json_delta", "partial_json": ""}),
+                     ant_delta(0, {"type": "input_json_delta", "partial_json": answer[:9]}),
+                     ant_delta(0, {"type": "input_json_delta", "partial_json": answer[9:]}),
+                     ant_stop_block(0), ant_end(reason), ANT_STOP)
+
+
+@pytest.mark.parametrize("model", ["claude-sonnet-4-5", "claude-haiku-4-5-20251001",
+                                   "claude-opus-4-6", "claude-sonnet-5", "my-proxy-alias"])
+def test_anthropic_structured_outputs_where_the_model_has_them(server, claude, model):
+    server.script(ant_text_reply(POINT_JSON))
+    c = claude.chat("a point", model=model, response_format=POINT_FORMAT,
+                    output_config={"effort": "low"})
+    assert server.requests[0].json == {
+        "model": model, "max_tokens": 4096, "stream": True,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "a point"}]}],
+        "output_config": {"effort": "low", "format": {"type": "json_schema",
+                                                      "schema": POINT_SCHEMA}}}
+    assert "anthropic-beta" not in server.requests[0].headers  # generally available
+    assert (c.json(), c.finish_reason) == (POINT, "stop")
+
+
+@pytest.mark.parametrize("model, fmt, schema", [
+    ("claude-sonnet-4-20250514", POINT_FORMAT, POINT_SCHEMA),
+    ("claude-opus-4-1", POINT_FORMAT, POINT_SCHEMA),
+    ("claude-3-5-haiku-latest", POINT_FORMAT, POINT_SCHEMA),
+    ("anthropic.claude-3-7-sonnet-20250219-v1:0", POINT_FORMAT, POINT_SCHEMA),
+    ("claude-sonnet-4-5", {"type": "json_object"}, {"type": "object"}),  # no schema to give
+])
+def test_anthropic_forced_tool_where_structured_outputs_cannot(server, claude, model, fmt,
+                                                               schema):
+    server.script(ant_json_tool_reply(POINT_JSON))
+    events = list(claude.stream_events("a point", model=model, response_format=fmt,
+                                       tools=WEATHER_TOOL))
+    about = "point" if fmt is POINT_FORMAT else "the answer"
+    assert server.requests[0].json == {
+        "model": model, "max_tokens": 4096, "stream": True,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "a point"}]}],
+        "tools": [{"name": "get_weather", "description": "Weather for a city",
+                   "input_schema": WEATHER_TOOL[0]["function"]["parameters"]},
+                  {"name": "json_answer", "description": f"Give {about} as a JSON object.",
+                   "input_schema": schema}],
+        "tool_choice": {"type": "tool", "name": "json_answer"}}
+    # the tool's input is the answer's text, streamed as it arrives
+    assert [e.text for e in events if e.type == "text"] == [POINT_JSON[:9], POINT_JSON[9:]]
+    c = events[-1].completion
+    assert (c.json(), c.tool_calls, c.finish_reason) == (POINT, [], "stop")
+    assert c.message["content"] == POINT_JSON
+
+
+def test_anthropic_forced_tool_cut_off_by_max_tokens(server, claude):
+    server.script(ant_json_tool_reply(POINT_JSON[:12], reason="max_tokens"))
+    c = claude.chat("a point", model="claude-3-haiku-20240307", response_format=POINT_FORMAT)
+    assert c.finish_reason == "length"
+    assert ls.partial_json(c.text) == {"x": 1.5}
+    with pytest.raises(ValueError, match="cut off by max_tokens"):
+        c.json()
+
+
+def test_anthropic_forced_tool_in_a_whole_json_body(server, claude):
+    body = {**ant_message({"input_tokens": 5, "output_tokens": 9}), "stop_reason": "tool_use",
+            "content": [{"type": "tool_use", "id": "toolu_j1", "name": "json_answer",
+                         "input": POINT}]}
+    server.script(Reply([json.dumps(body).encode()], headers={
+        "Content-Type": "application/json"}))
+    c = claude.chat("a point", model="claude-3-haiku-20240307", response_format=POINT_FORMAT)
+    assert (c.text, c.tool_calls, c.finish_reason) == (POINT_JSON, [], "stop")  # é, not \u00e9
+
+
+@pytest.mark.parametrize("conflict, message", [
+    ({"tools": WEATHER_TOOL, "tool_choice": "required"}, "combined with tool_choice"),
+    ({"thinking": {"type": "enabled", "budget_tokens": 2048}}, "not allow with thinking"),
+])
+def test_anthropic_forced_tool_conflicts_fail_at_the_call(server, claude, conflict, message):
+    with pytest.raises(ValueError, match=r"forced tool.*" + message):
+        claude.chat("a point", model="claude-3-haiku-20240307", response_format=POINT_FORMAT,
+                    **conflict)
+    assert server.requests == []
+
+
+@pytest.mark.parametrize("name", PROVIDER_NAMES[1:])
+@pytest.mark.parametrize("fmt", [{"type": "json_schema"}, {"type": "xml"}, "json",
+                                 {"type": "json_schema", "json_schema": {"name": "x"}}])
+def test_bad_response_format_fails_at_the_call(server, name, fmt):
+    with pytest.raises(ValueError, match="response_format must be"):
+        make(name, server).chat("hi", response_format=fmt)
+    assert server.requests == []
+
+
+LIVE_PLAN = {"title": "Lisbon", "days": [{"day": 1, "activities": ["Alfama", "Tram 28"]},
+                                         {"day": 2, "activities": ["Belém"]}]}
+
+
+def live_plan_reply(name: str) -> Reply:
+    doc = json.dumps(LIVE_PLAN, ensure_ascii=False)
+    parts = [doc[i:i + 7] for i in range(0, len(doc), 7)]
+    if name == "openai":
+        return Reply(pieces(ROLE, *(text(p) for p in parts), finish(), DONE))
+    if name == "anthropic":
+        return ant_reply(ant_start(), ant_block(0, {"type": "text", "text": ""}),
+                         *(ant_delta(0, {"type": "text_delta", "text": p}) for p in parts),
+                         ant_stop_block(0), ant_end(), ANT_STOP)
+    return Reply([gem_sse(*(gem([{"text": p}]) for p in parts), gem([], "STOP"))])
+
+
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_example_live_json_structured_output(server, name):
+    server.script(live_plan_reply(name))
+    r = example("live_json.py", server=server, provider=name)
+    assert (r.returncode, r.stderr) == (0, "")
+    lines = r.stdout.splitlines()
+    assert lines[-1] == "[done: stop]"
+    shown = [json.loads(line[len("answer "):]) for line in lines[:-1]]
+    assert len(shown) > 5 and all(is_prefix(v, LIVE_PLAN) for v in shown)
+    assert shown[0] == {} and shown[-1] == LIVE_PLAN
+    assert all(a != b for a, b in zip(shown, shown[1:]))  # a line per change only
+    sent = server.requests[0].json
+    schema = {"openai": lambda: sent["response_format"]["json_schema"]["schema"],
+              "anthropic": lambda: sent["output_config"]["format"]["schema"],
+              "gemini": lambda: sent["generationConfig"]["responseJsonSchema"]}[name]()
+    assert schema["required"] == ["title", "days"]
+
+
+def test_example_live_json_tool_arguments(server):
+    args = '{"city": "Paris", "unit": "celsius"}'
+    server.script(Reply(pieces(ROLE, tool(0, "call_w1", "get_weather", ""),
+                               *(tool(0, args=args[i:i + 5]) for i in range(0, len(args), 5)),
+                               finish("tool_calls"), DONE)))
+    r = example("live_json.py", "--tool", "Weather?", server=server)
+    assert (r.returncode, r.stderr) == (0, "")
+    lines = r.stdout.splitlines()
+    assert lines[0] == "get_weather#0 {}"
+    assert 'get_weather#0 {"city": "Paris", "unit": "cel"}' in lines  # a string as it grows
+    assert lines[-2:] == ['get_weather#0 {"city": "Paris", "unit": "celsius"}',
+                          "[done: tool_calls]"]
+    assert server.requests[0].json["tool_choice"] == "required"
+    assert server.requests[0].json["messages"][0]["content"] == "Weather?"
+
+
+@pytest.mark.integration
+def test_real_model_structured_output_and_partial_json(llama):
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20},
+                                               "age": {"type": "integer"}},
+              "required": ["name", "age"], "additionalProperties": False}
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": schema,
+                                                  "strict": True}}
+    deltas, c = drain(local("openai", llama).stream_chat(
+        "Invent a person.", response_format=fmt, temperature=0, max_tokens=100))
+    person = c.json()  # llama.cpp turns the schema into a grammar: JSON, whole
+    assert set(person) == {"name", "age"} and isinstance(person["age"], int)
+    text = ""
+    for delta in deltas:  # what a live view shows at each delta: never wrong
+        text += delta
+        assert is_prefix(ls.partial_json(text), person) or not text.strip()
