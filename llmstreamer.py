@@ -2030,6 +2030,13 @@ _RESPONSES_INCOMPLETE = {"max_output_tokens": "length", "content_filter": "conte
 _RESPONSES_PLAIN = frozenset({"message", "function_call"})
 
 
+def _str(value: Any) -> str:
+    """A text field of an event: a string, else the event is malformed."""
+    if value.__class__ is not str:
+        raise TypeError(f"expected a string, got {str(value)[:100]!r}")
+    return str(value)
+
+
 class _ResponsesParser(_Parser):
     """Responses API events: output items added, filled by deltas, done; the
     response object itself arrives in ``response.completed`` (or
@@ -2049,9 +2056,9 @@ class _ResponsesParser(_Parser):
         obj = _json_object(data, st.provider)
         kind = obj.get("type") or event.event
         if kind == "response.output_text.delta":  # nearly every event: no call
-            return (st.delta("text", obj["delta"], obj),)
+            return (st.delta("text", _str(obj["delta"]), obj),)
         if kind == "response.function_call_arguments.delta":
-            return (st.tool(self.ordinal(obj), None, None, obj["delta"], obj),)
+            return (st.tool(self.ordinal(obj), None, None, _str(obj["delta"]), obj),)
         if kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
             return self.reasoning(obj)
         if kind == "response.output_item.added":
@@ -2059,7 +2066,7 @@ class _ResponsesParser(_Parser):
         if kind == "response.output_item.done":
             return self.item_done(obj["item"], obj.get("output_index"), obj)
         if kind == "response.refusal.delta":
-            st.refusal.append(obj["delta"])
+            st.refusal.append(_str(obj["delta"]))
         elif kind == "response.output_text.annotation.added":
             self.cite(obj.get("annotation"))
         elif kind in ("response.created", "response.in_progress"):
@@ -2083,7 +2090,7 @@ class _ResponsesParser(_Parser):
         return index
 
     def reasoning(self, obj: Dict[str, Any]) -> Sequence[Event]:
-        text = obj["delta"]
+        text = _str(obj["delta"])
         part = (obj.get("item_id"), obj.get("summary_index"), obj.get("content_index"))
         if part != self.summary:  # summary parts are paragraphs: keep them apart
             if self.summary is not None and text:
@@ -2100,7 +2107,7 @@ class _ResponsesParser(_Parser):
                 self.calls[key] = index
         # call_id is what a function_call_output answers: the tool call's id
         return (self.st.tool(index, item.get("call_id") or item.get("id"), item.get("name"),
-                             item.get("arguments") or "", raw),)
+                             _str(item.get("arguments") or ""), raw),)
 
     def item_done(self, item: Dict[str, Any], output_index: Any, raw: Any
                   ) -> Sequence[Event]:
@@ -2113,7 +2120,7 @@ class _ResponsesParser(_Parser):
                 events = self.item_added(item, output_index, raw)
             elif item.get("arguments") and not "".join(st.calls[index].parts):
                 # arguments only in the finished item, never as deltas
-                events = (st.tool(index, None, None, item["arguments"], raw),)
+                events = (st.tool(index, None, None, _str(item["arguments"]), raw),)
         self.finished(item)
         return events
 
@@ -2180,12 +2187,12 @@ class _ResponsesParser(_Parser):
             if kind == "message":
                 for part in item.get("content") or ():
                     if part.get("type") == "refusal":
-                        st.refusal.append(part.get("refusal") or "")
+                        st.refusal.append(_str(part.get("refusal") or ""))
                     elif part.get("text"):
-                        events.append(st.delta("text", part["text"], body))
+                        events.append(st.delta("text", _str(part["text"]), body))
             elif kind == "reasoning":
                 parts = [*(item.get("summary") or ()), *(item.get("content") or ())]
-                text = "\n\n".join(p["text"] for p in parts if p.get("text"))
+                text = "\n\n".join(_str(p["text"]) for p in parts if p.get("text"))
                 if text:
                     events.append(st.delta("reasoning", text, body))
             elif kind == "function_call":
