@@ -4297,3 +4297,80 @@ def test_responses_fuzz_mutated_transcripts(data):
 def test_responses_fuzz_json_of_unknown_shape(obj, kind):
     payload = {**obj, "type": kind} if isinstance(obj, dict) else obj
     run_offline(RSP_OFFLINE, [f"data: {json.dumps(payload)}\n\n".encode()])
+
+
+# Against llama.cpp's real server (the integration fixture above): its
+# /v1/responses streams response.created ... response.completed.
+
+
+def local_responses(url: str) -> ls.OpenAIResponses:
+    return ls.OpenAIResponses(base_url=url + "/v1", max_retries=0, timeout=(5, 60))
+
+
+@pytest.mark.integration
+def test_real_model_responses_streams_and_matches_chat(llama):
+    p = local_responses(llama)
+    deltas, streamed = drain(p.stream_chat("Say hi.", system="Be brief.", temperature=0,
+                                           max_tokens=40))
+    assert len(deltas) > 3 and "".join(deltas) == streamed.text
+    whole = p.chat("Say hi.", system="Be brief.", temperature=0, max_tokens=40)
+    assert whole.text == streamed.text  # greedy decoding: the same answer
+    assert streamed.usage is not None and streamed.usage.input_tokens > 0
+    assert 0 < streamed.usage.output_tokens <= 40
+    assert streamed.usage.total_tokens == (streamed.usage.input_tokens
+                                           + streamed.usage.output_tokens)
+    assert streamed.id and streamed.id.startswith("resp_") and streamed.model
+    assert streamed.ttft is not None and 0 < streamed.ttft <= streamed.elapsed
+    assert (streamed.provider, streamed.finish_reason) == ("openai-responses", "stop")
+
+
+@pytest.mark.integration
+def test_real_model_responses_max_tokens_and_a_conversation(llama):
+    p = local_responses(llama)
+    cut = p.chat("Count from one to fifty in words.", temperature=0, max_tokens=5)
+    # max_output_tokens is honoured; llama.cpp reports such a response as
+    # "completed", not "incomplete", so it is a "stop" there
+    assert cut.usage.output_tokens == 5 and cut.text
+    history = [{"role": "user", "content": "Count from one to fifty in words."}, cut.message,
+               {"role": "user", "content": "Go on."}]
+    assert p.chat(history, temperature=0, max_tokens=5).text
+
+
+@pytest.mark.integration
+def test_real_model_responses_error_carries_the_server_message(llama):
+    with pytest.raises(ls.BadRequestError, match="context size") as info:
+        local_responses(llama).chat("word " * 3000, max_tokens=5)
+    assert info.value.status == 400 and info.value.provider == "openai-responses"
+
+
+@pytest.mark.integration
+def test_real_model_responses_break_then_next_request(llama):
+    p = local_responses(llama)
+    got = []
+    for text in p.stream_chat("Tell me a long story about a fox.", max_tokens=200):
+        got.append(text)
+        if len(got) == 3:
+            break
+    assert len(got) == 3
+    assert p.chat("Say hi.", max_tokens=10).text
+
+
+@pytest.mark.integration
+def test_real_model_responses_concurrent_with_the_other_protocols(llama):
+    providers = [local_responses(llama), local_responses(llama), local("openai", llama),
+                 local("anthropic", llama)]
+    results: Dict[int, Any] = {}
+
+    def work(i: int) -> None:
+        try:
+            results[i] = providers[i].chat(f"Name a color. ({i})", max_tokens=20)
+        except Exception as exc:  # reported by the assertion below
+            results[i] = exc
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(isinstance(r, ls.Completion) and r.text for r in results.values()), results
+    assert len(results) == 4 and results[0].provider == "openai-responses"
