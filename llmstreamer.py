@@ -6,7 +6,8 @@
         print(text, end="", flush=True)
 
 OpenAI (and every OpenAI-compatible server: vLLM, llama.cpp, Ollama, Groq,
-OpenRouter, ...), Anthropic and Google Gemini, through one small API:
+OpenRouter, ...), the OpenAI Responses API, Anthropic and Google Gemini,
+through one small API:
 ``stream_chat`` (text deltas), ``stream_events`` (typed events), ``chat``
 (the whole ``Completion``) and Go-style callbacks.
 
@@ -2111,18 +2112,23 @@ class _ResponsesParser(_Parser):
 
     def item_done(self, item: Dict[str, Any], output_index: Any, raw: Any
                   ) -> Sequence[Event]:
-        st = self.st
-        events: Sequence[Event] = ()
-        if item.get("type") == "function_call":
-            index = next((self.calls[k] for k in (item.get("id"), output_index)
-                          if k is not None and k in self.calls), None)
-            if index is None:  # a server that sent no output_item.added
-                events = self.item_added(item, output_index, raw)
-            elif item.get("arguments") and not "".join(st.calls[index].parts):
-                # arguments only in the finished item, never as deltas
-                events = (st.tool(index, None, None, _str(item["arguments"]), raw),)
+        events = self.call_done(item, output_index, raw)
         self.finished(item)
         return events
+
+    def call_done(self, item: Dict[str, Any], output_index: Any, raw: Any
+                  ) -> Sequence[Event]:
+        """A finished function_call item: what its events did not already say."""
+        if item.get("type") != "function_call":
+            return ()
+        index = next((self.calls[k] for k in (item.get("id"), output_index)
+                      if k is not None and k in self.calls), None)
+        if index is None:  # a server that sent no output_item.added
+            return self.item_added(item, output_index, raw)
+        if item.get("arguments") and not "".join(self.st.calls[index].parts):
+            # arguments only in the finished item, never as deltas
+            return (self.st.tool(index, None, None, _str(item["arguments"]), raw),)
+        return ()
 
     def finished(self, item: Dict[str, Any]) -> None:
         """An output item is whole: keep it, and its message's citations."""
@@ -2147,8 +2153,11 @@ class _ResponsesParser(_Parser):
         """The final response object: status, usage, and every output item."""
         st = self.st
         self.head(resp)
+        events: List[Event] = []
         if resp.get("output"):
             self.keep(list(resp["output"]))
+            for index, item in enumerate(self.items):
+                events += self.call_done(item, index, raw)
         status = resp.get("status")
         if status == "failed":
             st.finish_reason, st.stop_reason = "error", "failed"
@@ -2160,21 +2169,20 @@ class _ResponsesParser(_Parser):
             st.finish_reason = _RESPONSES_INCOMPLETE.get(reason, "other")
         else:
             st.stop_reason = status or "completed"
-            client_calls = any(i.get("type") == "function_call" for i in self.items)
-            st.finish_reason = "tool_calls" if st.calls or client_calls else "stop"
+            st.finish_reason = "tool_calls" if st.calls else "stop"
         st.ended = st.done = True
         usage = resp.get("usage")
         if not usage:
-            return ()
+            return events
         inp, out = usage.get("input_tokens") or 0, usage.get("output_tokens") or 0
-        return (st.set_usage(Usage(
+        return [*events, st.set_usage(Usage(
             input_tokens=inp,  # includes cached tokens (OpenAI's meaning, kept)
             output_tokens=out,  # includes reasoning tokens
             total_tokens=usage.get("total_tokens") or inp + out,
             reasoning_tokens=(usage.get("output_tokens_details") or {}).get(
                 "reasoning_tokens") or 0,
             cached_tokens=(usage.get("input_tokens_details") or {}).get("cached_tokens") or 0,
-        ), raw),)
+        ), raw)]
 
     def body(self, body: Any) -> Sequence[Event]:
         st = self.st

@@ -4374,3 +4374,16 @@ def test_real_model_responses_concurrent_with_the_other_protocols(llama):
         t.join(120)
     assert all(isinstance(r, ls.Completion) and r.text for r in results.values()), results
     assert len(results) == 4 and results[0].provider == "openai-responses"
+
+
+def test_responses_calls_only_in_the_final_response_are_not_lost(server, responses):
+    # a minimal server: text deltas, then the whole response, no item events
+    call = rsp_call(1, "fc_5", "call_q", "get_weather", '{"city": "Paris"}')
+    server.script(rsp_reply(*RSP_START, rsp("response.output_text.delta", item_id="m",
+                                            delta="Checking."),
+                            rsp_completed([rsp_message("Checking."), call])))
+    events = list(responses.stream_events("Weather?"))
+    c = events[-1].completion
+    assert c.text == "Checking." and c.finish_reason == "tool_calls"
+    assert c.tool_calls == [ls.ToolCall("call_q", "get_weather", '{"city": "Paris"}')]
+    assert [e.type for e in events] == ["text", "tool_call", "usage", "done"]
