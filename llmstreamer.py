@@ -2048,6 +2048,7 @@ class _ResponsesParser(_Parser):
         self.calls: Dict[Any, int] = {}  # item id and output_index -> tool call ordinal
         self.items: List[Dict[str, Any]] = []  # output items done, in order
         self.summary: Any = None  # the reasoning summary part being streamed
+        self.stored = True  # the response's "store": false means ids cannot be looked up
 
     def event(self, event: sseclient.Event) -> Sequence[Event]:
         st = self.st
@@ -2081,6 +2082,8 @@ class _ResponsesParser(_Parser):
     def head(self, resp: Dict[str, Any]) -> None:
         self.st.id = resp.get("id") or self.st.id
         self.st.model = resp.get("model") or self.st.model
+        if "store" in resp:
+            self.stored = resp["store"] is not False
 
     def ordinal(self, obj: Dict[str, Any]) -> int:
         """The tool call an arguments delta belongs to, by item id or output index."""
@@ -2141,6 +2144,10 @@ class _ResponsesParser(_Parser):
     def keep(self, items: List[Dict[str, Any]]) -> None:
         """The turn's output items; they go back verbatim when not all plain."""
         self.items = items
+        if not self.stored:
+            # not stored: a reasoning item without its encrypted_content is an
+            # id the server cannot look up (the next request would be a 400)
+            items = [i for i in items if i.get("type") != "reasoning" or i.get("encrypted_content")]
         if any(i.get("type") not in _RESPONSES_PLAIN for i in items):
             self.st.native = list(items)
 

@@ -4387,3 +4387,21 @@ def test_responses_calls_only_in_the_final_response_are_not_lost(server, respons
     assert c.text == "Checking." and c.finish_reason == "tool_calls"
     assert c.tool_calls == [ls.ToolCall("call_q", "get_weather", '{"city": "Paris"}')]
     assert [e.type for e in events] == ["text", "tool_call", "usage", "done"]
+
+
+@pytest.mark.parametrize("store, encrypted, kept", [
+    (True, False, True), (False, True, True), (False, False, False)])
+def test_responses_reasoning_by_id_is_not_kept_when_not_stored(server, responses, store,
+                                                               encrypted, kept):
+    item = dict(REASONING_ITEM) if encrypted else {
+        k: v for k, v in REASONING_ITEM.items() if k != "encrypted_content"}
+    server.script(rsp_reply(rsp("response.created", response=rsp_response(store=store)),
+                            rsp("response.output_item.done", output_index=0, item=item),
+                            *rsp_text_item(["Sunny."], index=1),
+                            rsp_completed([item, rsp_message("Sunny.", 1)], store=store)))
+    c = responses.chat("Weather?", store=store)
+    assert c.reasoning == "" and c.text == "Sunny."
+    if kept:
+        assert c.native["content"] == [item, rsp_message("Sunny.", 1)]
+    else:  # sent back by id, a reasoning item that was not stored is a 400
+        assert c.native is None and "native" not in c.message
