@@ -3853,7 +3853,7 @@ RSP_TOOLS = (
                    rsp_call(1, "fc_2", "call_b", "get_time", '{"tz": "UTC"}')]),
 )
 
-CITATION = {"type": "url_citation", "start_index": 0, "end_index": 5,
+URL_CITATION = {"type": "url_citation", "start_index": 0, "end_index": 5,
             "url": "https://example.com/weather", "title": "Weather"}
 SEARCH_ITEM = {"id": "ws_1", "type": "web_search_call", "status": "completed",
                "action": {"type": "search", "query": "weather paris"}}
@@ -3865,9 +3865,9 @@ RSP_WEB_SEARCH = (
     rsp("response.web_search_call.searching", item_id="ws_1", output_index=0),
     rsp("response.web_search_call.completed", item_id="ws_1", output_index=0),
     rsp("response.output_item.done", output_index=0, item=SEARCH_ITEM),
-    *rsp_text_item(["Sunny", " today."], index=1, annotations=[CITATION]),
+    *rsp_text_item(["Sunny", " today."], index=1, annotations=[URL_CITATION]),
     rsp("response.some_event_from_the_future", output_index=2, item={"x": 1}),
-    rsp_completed([SEARCH_ITEM, rsp_message("Sunny today.", 1, [CITATION])]),
+    rsp_completed([SEARCH_ITEM, rsp_message("Sunny today.", 1, [URL_CITATION])]),
 )
 
 RSP_OFFLINE = ls.OpenAIResponses(api_key="k")
@@ -3974,8 +3974,8 @@ def test_responses_built_in_tools_are_kept_not_called(server, responses):
     server.script(rsp_reply(*RSP_WEB_SEARCH))
     c = responses.chat("Weather in Paris?", tools=[{"type": "web_search"}])
     assert (c.text, c.tool_calls, c.finish_reason) == ("Sunny today.", [], "stop")
-    assert c.citations == [CITATION]  # from the event, not again from the finished item
-    assert c.native["content"] == [SEARCH_ITEM, rsp_message("Sunny today.", 1, [CITATION])]
+    assert c.citations == [URL_CITATION]  # from the event, not again from the finished item
+    assert c.native["content"] == [SEARCH_ITEM, rsp_message("Sunny today.", 1, [URL_CITATION])]
     assert server.requests[-1].json["tools"] == [{"type": "web_search"}]
 
 
@@ -4066,13 +4066,13 @@ def test_responses_json_response_is_a_one_chunk_stream(server, responses):
     body = rsp_response("completed", [REASONING_ITEM, rsp_call(1, "fc_1", "call_a",
                                                                "get_weather",
                                                                '{"city": "Paris"}'),
-                                      rsp_message("Sunny.", 2, [CITATION])], RSP_USAGE)
+                                      rsp_message("Sunny.", 2, [URL_CITATION])], RSP_USAGE)
     server.script(Reply([json.dumps(body).encode()],
                         headers={"Content-Type": "application/json"}))
     c = responses.chat("Hi")
     assert (c.text, c.reasoning) == ("Sunny.", "**Weather** Look it up.\n\nThen answer.")
     assert c.tool_calls == [WEATHER] and c.finish_reason == "tool_calls"
-    assert (c.usage, c.id, c.citations) == (RSP_USAGE_OBJ, RSP_ID, [CITATION])
+    assert (c.usage, c.id, c.citations) == (RSP_USAGE_OBJ, RSP_ID, [URL_CITATION])
     assert c.native["content"] == body["output"]
 
 
