@@ -6,7 +6,8 @@
         print(text, end="", flush=True)
 
 OpenAI (and every OpenAI-compatible server: vLLM, llama.cpp, Ollama, Groq,
-OpenRouter, ...), Anthropic and Google Gemini, through one small API:
+OpenRouter, ...), the OpenAI Responses API, Anthropic and Google Gemini,
+through one small API:
 ``stream_chat`` (text deltas), ``stream_events`` (typed events), ``chat``
 (the whole ``Completion``) and Go-style callbacks.
 
@@ -32,6 +33,7 @@ __all__ = [
     "LLMStreamerError",
     "NotFoundError",
     "OpenAI",
+    "OpenAIResponses",
     "PermissionDeniedError",
     "RateLimitError",
     "ServerError",
@@ -41,6 +43,7 @@ __all__ = [
     "chat",
     "gemini",
     "openai",
+    "openai_responses",
     "partial_json",
     "stream_chat",
     "stream_events",
@@ -2559,13 +2562,342 @@ def _scalar(s: str, pos: int) -> Tuple[Any, int]:
     return (float(m.group()) if frac or exp else int(integer)), m.end()
 
 
+# ------------------------------------------------------- OpenAI Responses ---
+
+_RESPONSES_INCOMPLETE = {"max_output_tokens": "length", "content_filter": "content_filter"}
+# output items that Completion.text / tool_calls describe completely; any
+# other item (reasoning, built-in tool calls, types newer than this code)
+# makes the turn's items go back verbatim through Completion.native
+_RESPONSES_PLAIN = frozenset({"message", "function_call"})
+
+
+def _str(value: Any) -> str:
+    """A text field of an event: a string, else the event is malformed."""
+    if value.__class__ is not str:
+        raise TypeError(f"expected a string, got {str(value)[:100]!r}")
+    return str(value)
+
+
+class _ResponsesParser(_Parser):
+    """Responses API events: output items added, filled by deltas, done; the
+    response object itself arrives in ``response.completed`` (or
+    ``.incomplete`` / ``.failed``)."""
+
+    def __init__(self, st: _State) -> None:
+        super().__init__(st)
+        self.calls: Dict[Any, int] = {}  # item id and output_index -> tool call ordinal
+        self.items: List[Dict[str, Any]] = []  # output items done, in order
+        self.summary: Any = None  # the reasoning summary part being streamed
+        self.stored = True  # the response's "store": false means ids cannot be looked up
+
+    def event(self, event: sseclient.Event) -> Sequence[Event]:
+        st = self.st
+        data = event.data
+        if data == "[DONE]":  # some compatible servers add it; response.completed decides
+            return ()
+        obj = _json_object(data, st.provider)
+        kind = obj.get("type") or event.event
+        if kind == "response.output_text.delta":  # nearly every event: no call
+            return (st.delta("text", _str(obj["delta"]), obj),)
+        if kind == "response.function_call_arguments.delta":
+            return (st.tool(self.ordinal(obj), None, None, _str(obj["delta"]), obj),)
+        if kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
+            return self.reasoning(obj)
+        if kind == "response.output_item.added":
+            return self.item_added(obj["item"], obj.get("output_index"), obj)
+        if kind == "response.output_item.done":
+            return self.item_done(obj["item"], obj.get("output_index"), obj)
+        if kind == "response.refusal.delta":
+            st.refusal.append(_str(obj["delta"]))
+        elif kind == "response.output_text.annotation.added":
+            self.cite(obj.get("annotation"))
+        elif kind in ("response.created", "response.in_progress"):
+            self.head(obj.get("response") or {})
+        elif kind in ("response.completed", "response.incomplete", "response.failed"):
+            return self.end(obj["response"], obj)
+        elif kind == "error" or (obj.get("error") and not kind.startswith("response.")):
+            raise _stream_error(obj, st.provider)
+        return ()  # keep-alives, *.done echoes, built-in tool progress, newer types
+
+    def head(self, resp: Dict[str, Any]) -> None:
+        self.st.id = resp.get("id") or self.st.id
+        self.st.model = resp.get("model") or self.st.model
+        if "store" in resp:
+            self.stored = resp["store"] is not False
+
+    def ordinal(self, obj: Dict[str, Any]) -> int:
+        """The tool call an arguments delta belongs to, by item id or output index."""
+        for key in (obj.get("item_id"), obj.get("output_index")):
+            if key is not None and key in self.calls:
+                return self.calls[key]
+        index = self.calls[obj.get("item_id")] = len(set(self.calls.values()))
+        return index
+
+    def reasoning(self, obj: Dict[str, Any]) -> Sequence[Event]:
+        text = _str(obj["delta"])
+        part = (obj.get("item_id"), obj.get("summary_index"), obj.get("content_index"))
+        if part != self.summary:  # summary parts are paragraphs: keep them apart
+            if self.summary is not None and text:
+                text = "\n\n" + text
+            self.summary = part
+        return (self.st.delta("reasoning", text, obj),) if text else ()
+
+    def item_added(self, item: Dict[str, Any], output_index: Any, raw: Any) -> Sequence[Event]:
+        if item.get("type") != "function_call":
+            return ()
+        index = len(set(self.calls.values()))
+        for key in (item.get("id"), output_index):
+            if key is not None:
+                self.calls[key] = index
+        # call_id is what a function_call_output answers: the tool call's id
+        return (self.st.tool(index, item.get("call_id") or item.get("id"), item.get("name"),
+                             _str(item.get("arguments") or ""), raw),)
+
+    def item_done(self, item: Dict[str, Any], output_index: Any, raw: Any
+                  ) -> Sequence[Event]:
+        events = self.call_done(item, output_index, raw)
+        self.finished(item)
+        return events
+
+    def call_done(self, item: Dict[str, Any], output_index: Any, raw: Any
+                  ) -> Sequence[Event]:
+        """A finished function_call item: what its events did not already say."""
+        if item.get("type") != "function_call":
+            return ()
+        index = next((self.calls[k] for k in (item.get("id"), output_index)
+                      if k is not None and k in self.calls), None)
+        if index is None:  # a server that sent no output_item.added
+            return self.item_added(item, output_index, raw)
+        if item.get("arguments") and not "".join(self.st.calls[index].parts):
+            # arguments only in the finished item, never as deltas
+            return (self.st.tool(index, None, None, _str(item["arguments"]), raw),)
+        return ()
+
+    def finished(self, item: Dict[str, Any]) -> None:
+        """An output item is whole: keep it, and its message's citations."""
+        if item.get("type") == "message":
+            for part in item.get("content") or ():
+                for annotation in part.get("annotations") or ():
+                    self.cite(annotation)
+        self.keep([*self.items, item])
+
+    def keep(self, items: List[Dict[str, Any]]) -> None:
+        """The turn's output items; they go back verbatim when not all plain."""
+        self.items = items
+        if not self.stored:
+            # not stored: a reasoning item without its encrypted_content is an
+            # id the server cannot look up (the next request would be a 400)
+            items = [i for i in items if i.get("type") != "reasoning" or i.get("encrypted_content")]
+        if any(i.get("type") not in _RESPONSES_PLAIN for i in items):
+            self.st.native = list(items)
+
+    def cite(self, annotation: Any) -> None:
+        if (isinstance(annotation, dict) and str(annotation.get("type")).endswith("citation")
+                and annotation not in self.st.citations):
+            self.st.citations.append(annotation)
+
+    def end(self, resp: Dict[str, Any], raw: Any) -> Sequence[Event]:
+        """The final response object: status, usage, and every output item."""
+        st = self.st
+        self.head(resp)
+        events: List[Event] = []
+        if resp.get("output"):
+            self.keep(list(resp["output"]))
+            for index, item in enumerate(self.items):
+                events += self.call_done(item, index, raw)
+        status = resp.get("status")
+        if status == "failed":
+            st.finish_reason, st.stop_reason = "error", "failed"
+            error = resp.get("error") or {"message": "the response failed", "type": "server_error"}
+            raise _stream_error({"error": error}, st.provider)
+        if status == "incomplete":
+            reason = (resp.get("incomplete_details") or {}).get("reason") or "incomplete"
+            st.stop_reason = reason
+            st.finish_reason = _RESPONSES_INCOMPLETE.get(reason, "other")
+        else:
+            st.stop_reason = status or "completed"
+            st.finish_reason = "tool_calls" if st.calls else "stop"
+        st.ended = st.done = True
+        usage = resp.get("usage")
+        if not usage:
+            return events
+        inp, out = usage.get("input_tokens") or 0, usage.get("output_tokens") or 0
+        return [*events, st.set_usage(Usage(
+            input_tokens=inp,  # includes cached tokens (OpenAI's meaning, kept)
+            output_tokens=out,  # includes reasoning tokens
+            total_tokens=usage.get("total_tokens") or inp + out,
+            reasoning_tokens=(usage.get("output_tokens_details") or {}).get(
+                "reasoning_tokens") or 0,
+            cached_tokens=(usage.get("input_tokens_details") or {}).get("cached_tokens") or 0,
+        ), raw)]
+
+    def body(self, body: Any) -> Sequence[Event]:
+        st = self.st
+        if not isinstance(body, dict) or (body.get("error") and body.get("status") != "failed"):
+            raise _stream_error(body if isinstance(body, dict) else {"error": body},
+                                st.provider)
+        events: List[Event] = []
+        for index, item in enumerate(body.get("output") or ()):
+            kind = item.get("type")
+            if kind == "message":
+                for part in item.get("content") or ():
+                    if part.get("type") == "refusal":
+                        st.refusal.append(_str(part.get("refusal") or ""))
+                    elif part.get("text"):
+                        events.append(st.delta("text", _str(part["text"]), body))
+            elif kind == "reasoning":
+                parts = [*(item.get("summary") or ()), *(item.get("content") or ())]
+                text = "\n\n".join(_str(p["text"]) for p in parts if p.get("text"))
+                if text:
+                    events.append(st.delta("reasoning", text, body))
+            elif kind == "function_call":
+                events += self.item_added(item, index, body)
+            self.finished(item)
+        return events + list(self.end(body, body))
+
+
+class OpenAIResponses(_Provider):
+    """OpenAI Responses API (``POST {base}/responses``), and every server that
+    speaks it (vLLM, llama.cpp, Ollama, LM Studio, OpenRouter, Azure ``/openai/v1``).
+
+        r = ls.OpenAIResponses()
+        print(r.chat("Hi", reasoning={"effort": "low"}).reasoning)
+    """
+
+    name = "openai-responses"
+    key_envs = ("OPENAI_API_KEY",)
+    base_env = "OPENAI_BASE_URL"
+    model_env = "OPENAI_MODEL"
+    default_base_url = "https://api.openai.com/v1"
+    default_model = "gpt-4o-mini"
+    _parser = _ResponsesParser
+    _options = frozenset({"max_output_tokens", "reasoning", "include", "store", "text",
+                          "previous_response_id", "instructions", "parallel_tool_calls",
+                          "top_p", "truncation"})
+    _body_fields = frozenset({
+        "background", "conversation", "include", "input", "instructions",
+        "max_output_tokens", "max_tool_calls", "metadata", "model", "parallel_tool_calls",
+        "previous_response_id", "prompt", "prompt_cache_key", "prompt_cache_retention",
+        "reasoning", "safety_identifier", "service_tier", "store", "stream",
+        "stream_options", "temperature", "text", "tool_choice", "tools", "top_logprobs",
+        "top_p", "truncation", "user",
+    })
+
+    def _build(self, messages: List[Dict[str, Any]], model: str, base_url: str,
+               key: Optional[str], options: Dict[str, Any]) -> _Request:
+        if options.get("stop") is not None:
+            raise ValueError(
+                "the Responses API has no stop sequences: leave out stop=, or use "
+                "provider 'openai' (Chat Completions), which has them")
+        options.pop("stop", None)
+        instructions: List[str] = []
+        items: List[Dict[str, Any]] = []
+        for m in messages:
+            role = m["role"]
+            if role in ("system", "developer"):
+                instructions.append(_text_of(m.get("content")))
+            elif role == "tool":
+                items.append({"type": "function_call_output", "call_id": m["tool_call_id"],
+                              "output": _tool_output(m.get("content"))})
+            elif role == "user":
+                items.append({"type": "message", "role": "user",
+                              "content": self._content(m.get("content"))})
+            else:
+                items += self._assistant(m)
+        body: Dict[str, Any] = {"model": model, "input": items, "stream": True}
+        if instructions:
+            body["instructions"] = "\n\n".join(instructions)
+        if options.get("max_tokens") is not None:
+            body["max_output_tokens"] = options.pop("max_tokens")
+        options.pop("max_tokens", None)
+        if options.get("tools") is not None:
+            body["tools"] = [self._tool(t) for t in options.pop("tools")]
+        if options.get("tool_choice") is not None:
+            choice = options.pop("tool_choice")
+            name = _choice_name(choice)
+            body["tool_choice"] = {"type": "function", "name": name} if name else choice
+        if options.get("response_format") is not None:
+            text = dict(options.pop("text", None) or {})
+            text["format"] = self._format(options.pop("response_format"))
+            body["text"] = text
+        body.update({k: v for k, v in options.items() if v is not None})
+        headers = {"Accept": "text/event-stream", **self.headers}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return _Request(_endpoint(base_url, "/responses"), headers, body, model)
+
+    def _assistant(self, m: Mapping[str, Any]) -> List[Dict[str, Any]]:
+        native = m.get("native")
+        if isinstance(native, Mapping) and native.get("protocol") == self.name:
+            # the turn as the server sent it: reasoning (encrypted or by id),
+            # built-in tool items, messages and calls, in their order
+            return [dict(i) for i in native.get("content") or ()]
+        items: List[Dict[str, Any]] = []
+        text = _text_of(m.get("content")) or m.get("refusal") or ""
+        if text:
+            # EasyInputMessage: a plain string is how every server takes an
+            # assistant turn (an output_text part wants its item's id and status)
+            items.append({"type": "message", "role": "assistant", "content": text})
+        items += [{"type": "function_call", "call_id": tc["id"],
+                   "name": tc["function"]["name"],
+                   "arguments": tc["function"].get("arguments") or "{}"}
+                  for tc in m.get("tool_calls") or ()]
+        return items
+
+    @staticmethod
+    def _content(content: Any) -> Any:
+        """A user turn's content: a string as is, parts as input_text/input_image."""
+        if content is None or isinstance(content, str):
+            return content or ""
+        parts: List[Dict[str, Any]] = []
+        for part in content:
+            kind = part.get("type")
+            if kind == "text":
+                parts.append({"type": "input_text", "text": part.get("text", "")})
+            elif kind == "image_url":
+                image = part.get("image_url")
+                detail = image.get("detail") if isinstance(image, Mapping) else None
+                parts.append({"type": "input_image", "image_url": _image_url(part),
+                              "detail": detail or "auto"})
+            else:  # input_file, input_image, ...: native parts pass through
+                parts.append(dict(part))
+        return parts
+
+    @staticmethod
+    def _tool(tool: Mapping[str, Any]) -> Dict[str, Any]:
+        """A chat-style function schema, flattened; built-in tools pass as given."""
+        fn = tool.get("function")
+        if not isinstance(fn, Mapping):
+            return dict(tool)  # web_search, file_search, mcp, or a flat function
+        out = {"type": "function", "name": fn["name"],
+               "parameters": fn.get("parameters") or {"type": "object", "properties": {}},
+               # Responses functions are strict unless told; Chat Completions'
+               # are not, and a strict schema must list every property as required
+               "strict": bool(fn.get("strict", False))}
+        if fn.get("description"):
+            out["description"] = fn["description"]
+        return out
+
+    @staticmethod
+    def _format(fmt: Any) -> Dict[str, Any]:
+        """Chat Completions' response_format as Responses' text.format."""
+        kind, spec = _json_format(fmt)
+        if kind != "json_schema":
+            return {"type": kind or "text"}
+        out: Dict[str, Any] = {"type": "json_schema", "name": spec.pop("name", "response")}
+        out.update(spec)
+        return out
+
+
 # ------------------------------------------------------------ public API ---
 
 openai = OpenAI()
 anthropic = Anthropic()
 gemini = Gemini()
+openai_responses = OpenAIResponses()
 
-_PROVIDERS: Dict[str, _Provider] = {"openai": openai, "anthropic": anthropic, "gemini": gemini}
+_PROVIDERS: Dict[str, _Provider] = {"openai": openai, "anthropic": anthropic, "gemini": gemini,
+                                   "openai-responses": openai_responses}
 
 
 def _provider(name: Optional[str]) -> _Provider:

