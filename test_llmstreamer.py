@@ -3771,25 +3771,16 @@ def test_cli_ctrl_c_prints_the_stats_of_what_arrived(server):
                         r"\(3 cached\) out 10 \(4 reasoning\), interrupted\]", lines[0]), lines
 
 
-PTY_CHAT = """
-import sys
-sys.argv[1:] = ["--chat"]
-import llmstreamer
-raise SystemExit(llmstreamer.main())
-"""
-
-
 def test_cli_chat_line_editing_and_history_on_a_terminal(server):
     """Arrow keys edit the line and recall the last one (readline), not ^[[D."""
-    import pty
     import select
 
     server.script(Reply(pieces(*TEXT)))
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: the pty is its terminal
-        env = child_env(server, TERM="xterm", INPUTRC="/dev/null")
-        os.chdir(ROOT)
-        os.execve(sys.executable, [sys.executable, "-c", PTY_CHAT], env)
+    fd, tty = os.openpty()  # the child's terminal: stdin, stdout and stderr
+    proc = subprocess.Popen([sys.executable, "-m", "llmstreamer", "--chat"], cwd=ROOT,
+                            stdin=tty, stdout=tty, stderr=tty, start_new_session=True,
+                            env=child_env(server, TERM="xterm", INPUTRC="/dev/null"))
+    os.close(tty)
     seen = bytearray()
 
     def until(needle: bytes, count: int = 1) -> None:
@@ -3812,13 +3803,11 @@ def test_cli_chat_line_editing_and_history_on_a_terminal(server):
         until(b"Hello, world!", 2)
         until(b"> ", 3)
         os.write(fd, b"\x04")  # Ctrl-D at the prompt ends the chat
-        _, status = os.waitpid(pid, 0)
-        pid = 0
-        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, bytes(seen)
+        assert proc.wait(RUN_TIMEOUT) == 0, bytes(seen)
     finally:
-        if pid:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
         os.close(fd)
     assert [user_turns(r)[-1] for r in server.requests] == [("user", "aXb")] * 2
 
@@ -3937,3 +3926,11 @@ def test_cli_reasoning_is_dim_on_a_terminal(server, monkeypatch):
     monkeypatch.setattr(sys, "stdout", out)
     assert ls.main(["--reasoning", "hi"]) == 0
     assert (err.getvalue(), out.getvalue()) == ("\x1b[2mLet me think.\x1b[0m\n", "42\n")
+
+
+def test_setup_cfg_licence_is_spdx_without_a_classifier():
+    """setuptools warns about licence classifiers on every install."""
+    cfg = configparser.ConfigParser()
+    cfg.read(os.path.join(ROOT, "setup.cfg"))
+    assert cfg["metadata"]["license"] == "MIT"
+    assert "License ::" not in cfg["metadata"].get("classifiers", "")
