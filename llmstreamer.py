@@ -2134,7 +2134,8 @@ def _cli_parser() -> Any:
     p.add_argument("--base-url", help="server URL, e.g. http://127.0.0.1:8080/v1")
     p.add_argument("--max-tokens", type=int)
     p.add_argument("--temperature", type=float)
-    p.add_argument("--timeout", type=float, help="read timeout in seconds")
+    p.add_argument("--timeout", type=float,
+                   help="read timeout in seconds (and connect, up to 10)")
     p.add_argument("--stats", action="store_true",
                    help="time to first token, tokens/s, usage, finish reason on stderr")
     p.add_argument("--json", action="store_true", help="one JSON object per event (JSON Lines)")
@@ -2340,10 +2341,18 @@ def _cli_message(exc: BaseException, base_url: str) -> str:
         after = f"retry after {wait:.0f} s"
         text = text.replace(slow, after) if slow in text else f"{text} ({after})"
     text = text.replace(slow, "slow down and try again later")
-    mismatch = _TLS_MISMATCH.get(urlsplit(base_url).scheme)
-    if (isinstance(exc, APIConnectionError) and not isinstance(exc, APITimeoutError)
-            and mismatch is not None and mismatch.search(text)):
-        text += " (is the server http or https?)"
+    scheme = urlsplit(base_url).scheme
+    mismatch = _TLS_MISMATCH.get(scheme)
+    if isinstance(exc, APITimeoutError):
+        # a plain-HTTP server may wait for the rest of a TLS hello that holds
+        # no newline: the handshake times out (after the connect timeout)
+        if scheme == "https" and "sent no response" in text:
+            text += " (is the server http or https?)"
+    elif isinstance(exc, APIConnectionError):
+        if mismatch is not None and mismatch.search(text):
+            text += " (is the server http or https?)"
+        elif "Connection refused" in text:
+            text += " (is the server running? check --base-url)"
     return text
 
 
@@ -2358,7 +2367,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         base = _provider(args.provider)
         provider = type(base)(base_url=args.base_url,
-                              timeout=(10.0, args.timeout) if args.timeout else DEFAULT_TIMEOUT)
+                              timeout=(min(10.0, args.timeout), args.timeout) if args.timeout
+                              else DEFAULT_TIMEOUT)
         base_url = provider._base_url()
         if urlsplit(base_url).scheme not in ("http", "https"):
             raise ValueError(f"{provider.base_env}={base_url} has no scheme: "

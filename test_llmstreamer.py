@@ -3863,6 +3863,42 @@ def test_cli_http_to_a_tls_server_asks_which(tls_server):
     assert r.returncode == 1 and "is the server http or https?" in line, line
 
 
+def test_cli_https_to_a_silent_plain_server_asks_which():
+    """A plain-HTTP server may wait for the rest of a TLS hello (no newline in
+    it): the handshake times out, and the message asks."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: List[socket.socket] = []
+
+    def accept_and_wait() -> None:
+        while True:  # one connection per attempt: the CLI retries a timeout
+            try:
+                held.append(listener.accept()[0])  # read nothing, answer nothing
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept_and_wait, daemon=True)
+    thread.start()
+    try:
+        r = cli("--base-url", f"https://127.0.0.1:{listener.getsockname()[1]}/v1",
+                "--timeout", "1", "hi")
+    finally:
+        listener.close()
+        thread.join(10)
+        for conn in held:
+            conn.close()
+    line = one_error_line(r.stderr)
+    assert r.returncode == 1 and "is the server http or https?" in line, line
+
+
+def test_cli_connection_refused_asks_if_the_server_runs():
+    free = socket.create_server(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()  # nothing listens there now
+    r = cli("--base-url", f"http://127.0.0.1:{port}/v1", "hi")
+    line = one_error_line(r.stderr)
+    assert r.returncode == 1 and "is the server running? check --base-url" in line, line
+
+
 def test_cli_json_error_is_a_json_line(server):
     server.script(json_error(429, "Rate limit reached", **{"Retry-After": "120"}))
     r = cli("--json", "hi", server=server)
