@@ -2221,6 +2221,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def _event_dict(ev: Event) -> Dict[str, Any]:
+    """One event as ``--json`` prints it."""
     out: Dict[str, Any] = {"type": ev.type}
     if ev.type in ("text", "reasoning"):
         out["text"] = ev.text
@@ -2235,11 +2236,6 @@ def _event_dict(ev: Event) -> Dict[str, Any]:
                    elapsed=c.elapsed, retries=c.retries,
                    tool_calls=[c.__dict__ for c in c.tool_calls])
     return out
-
-
-def _event_json(ev: Event) -> str:
-    """One event as a line of JSON (what ``--json`` prints)."""
-    return json.dumps(_json_safe(_event_dict(ev)), ensure_ascii=False, allow_nan=False)
 
 
 def _cli_turn(provider: _Provider, messages: List[Dict[str, Any]], args: Any,
@@ -2278,15 +2274,11 @@ def _cli_turn(provider: _Provider, messages: List[Dict[str, Any]], args: Any,
         _close(events)
     assert completion is not None
     out.end_reasoning()
-    _end_line(completion.text, args)
+    if not args.json and completion.text and not completion.text.endswith("\n"):
+        out.write(sys.stdout, "\n")
     if args.stats:
         out.write(sys.stderr, _stats(completion) + "\n")
     return completion
-
-
-def _end_line(text: str, args: Any) -> None:
-    if not args.json and text and not text.endswith("\n"):
-        _Out.write(sys.stdout, "\n")
 
 
 def _stats(c: Completion) -> str:
