@@ -2350,11 +2350,7 @@ def _cli_message(exc: BaseException, base_url: str) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The command line: ``llmstreamer [options] [PROMPT...]``; returns the exit code."""
-    parser = _cli_parser()
-    args = parser.parse_args(argv)
-    if args.base_url is not None and urlsplit(args.base_url).scheme not in ("http", "https"):
-        parser.error(f"--base-url {args.base_url} has no scheme: "
-                     f"write http://{args.base_url} or https://{args.base_url}")
+    args = _cli_parser().parse_args(argv)
     base_url = ""
     try:
         base = _provider(args.provider)
@@ -2362,9 +2358,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                               timeout=(min(10.0, args.timeout), args.timeout) if args.timeout
                               else DEFAULT_TIMEOUT)
         base_url = provider._base_url()
-        if urlsplit(base_url).scheme not in ("http", "https"):
-            raise ValueError(f"{provider.base_env}={base_url} has no scheme: "
-                             "start it with http:// or https://")
+        if urlsplit(base_url).scheme not in ("http", "https"):  # nothing sent, no retries
+            where = "--base-url" if args.base_url else f"${provider.base_env}"
+            raise ValueError(f"{where} {base_url} has no scheme: write http://{base_url} "
+                             f"or https://{base_url}")
         options = {k: v for k, v in (("system", args.system), ("max_tokens", args.max_tokens),
                                      ("temperature", args.temperature)) if v is not None}
         if args.chat:
