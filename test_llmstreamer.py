@@ -3688,3 +3688,58 @@ def test_tls_certificate_is_verified(tls_server, monkeypatch):
     p = ls.OpenAI(api_key="sk-test", base_url=tls_server.url, max_retries=0, timeout=5)
     with pytest.raises(ls.APIConnectionError, match=r"(?i)certificate"):
         p.chat("hi")
+
+
+# --------------------------------------------------------------------------
+# Issue 15: a real tool call from the local model, and `make demo` showing it
+# --------------------------------------------------------------------------
+# examples/chatml_tools.jinja renders tools for SmolLM2 in Hermes-style
+# <tool_call> tags, which llama.cpp parses into tool calls; two worked
+# examples in the conversation (local_server.FEW_SHOT) make the 135M model
+# call get_weather at temperature 0. These share a server that keeps computed
+# prompt prefixes (the few-shot turns are computed once, not on every request).
+
+
+@pytest.fixture(scope="session")
+def llama_cached() -> Any:
+    sys.path.insert(0, EXAMPLES)
+    from local_server import running
+
+    with running() as url:
+        yield url
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", PROTOCOLS)
+def test_real_model_tool_loop(llama_cached, kind):
+    from local_server import FEW_SHOT, TOOL_OPTIONS, WEATHER_QUESTION, get_weather
+
+    p = local(kind, llama_cached)
+    messages = [*FEW_SHOT, {"role": "user", "content": WEATHER_QUESTION}]
+    events = list(p.stream_events(messages, **TOOL_OPTIONS))
+    asked = events[-1].completion
+    assert [(c.name, c.args) for c in asked.tool_calls] == [("get_weather", {"city": "Paris"})]
+    assert [e.type for e in events if e.type == "tool_call"] and asked.text == ""
+    assert asked.finish_reason == "tool_calls"
+    call = asked.tool_calls[0]
+    messages += [asked.message, {"role": "tool", "tool_call_id": call.id,
+                                 "content": json.dumps(get_weather(**call.args))}]
+    deltas, answered = drain(p.stream_chat(messages, **TOOL_OPTIONS))
+    assert answered.finish_reason == "stop" and not answered.tool_calls
+    assert "".join(deltas) == answered.text
+    assert "24" in answered.text and "sunny" in answered.text  # from our function, not made up
+
+
+@pytest.mark.integration
+def test_demo_shows_a_tool_round_trip_on_each_protocol(llama_cached, capfd):
+    from local_server import demo
+
+    assert demo("Say hi.", max_tokens=40, url=llama_cached) == 0
+    out, err = capfd.readouterr()
+    sections = out.split("\n== ")[1:]
+    assert [s.split(" protocol:")[0] for s in sections] == ["OpenAI", "Anthropic"], out
+    for section in sections:
+        assert ('[model asks get_weather({"city": "Paris"}), Python answers '
+                '{"city": "Paris", "temperature_c": 24, "sky": "sunny"}]') in section, section
+        assert "24" in section.rsplit("]\n", 1)[1], section  # the model's answer uses it
+    assert err.count("[ttft ") == 2, err  # the CLI's --stats, once a protocol
