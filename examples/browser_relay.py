@@ -31,14 +31,14 @@ PAGE = """<!doctype html>
 <style>
   html, body { height: 100%; margin: 0; }
   /* one screen: the answer box takes the room left and scrolls, the status stays in view */
-  body { display: flex; flex-direction: column; box-sizing: border-box; padding: 2em;
+  body { display: flex; flex-direction: column; box-sizing: border-box; padding: 1.5em 2em;
          font: 18px/1.5 sans-serif; background: #f6f7f9; color: #1d1f23; }
   form { display: flex; gap: .5em; align-items: center; }
   input { font: inherit; padding: .3em .5em; }
   #prompt { flex: 1; }
   #max_tokens { width: 5em; }
   button { font: inherit; padding: .3em 1em; }
-  #out { flex: 1; min-height: 4em; overflow-y: auto; white-space: pre-wrap;
+  #out { flex: 1; min-height: 2em; overflow-y: auto; white-space: pre-wrap;
          background: #fff; border: 2px solid #3b6fd8; border-radius: 6px; padding: 1em;
          margin-top: 1em; font-size: 28px; }
   #status { color: #555; margin-top: .5em; }
