@@ -3732,17 +3732,20 @@ def test_real_model_tool_loop(llama_cached, kind):
 
 @pytest.mark.integration
 def test_demo_shows_a_tool_round_trip_on_each_protocol(llama_cached, capfd):
+    from local_server import PROTOCOLS as DEMO_PROTOCOLS
     from local_server import demo
 
     assert demo("Say hi.", max_tokens=40, url=llama_cached) == 0
     out, err = capfd.readouterr()
     sections = out.split("\n== ")[1:]
-    assert [s.split(" protocol:")[0] for s in sections] == ["OpenAI", "Anthropic"], out
+    titles = [title for title, *_ in DEMO_PROTOCOLS]
+    assert [s.split(" protocol:")[0] for s in sections] == titles, out
+    assert titles[:2] == ["OpenAI", "Anthropic"]
     for section in sections:
         assert ('[model asks get_weather({"city": "Paris"}), Python answers '
                 '{"city": "Paris", "temperature_c": 24, "sky": "sunny"}]') in section, section
         assert "24" in section.rsplit("]\n", 1)[1], section  # the model's answer uses it
-    assert err.count("[ttft ") == 2, err  # the CLI's --stats, once a protocol
+    assert err.count("[ttft ") == len(titles), err  # the CLI's --stats, once a protocol
 
 
 # --------------------------------------------------------------------------

@@ -294,8 +294,8 @@ def _server_args(args: argparse.Namespace) -> List[str]:
 
 # ------------------------------------------------------------- the demo ---
 
-# The protocols the server speaks, as (title, llmstreamer class and CLI
-# --provider, base URL suffix, endpoint): the demo runs each in turn.
+# The protocols the server speaks, as (title, llmstreamer class, its CLI
+# --provider name, base URL suffix, endpoint): the demo runs each in turn.
 PROTOCOLS: List[Tuple[str, str, str, str, str]] = [
     ("OpenAI", "OpenAI", "openai", "/v1", "/v1/chat/completions"),
     ("Anthropic", "Anthropic", "anthropic", "", "/v1/messages"),
