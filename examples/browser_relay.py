@@ -1,12 +1,14 @@
-"""Stream a model's tokens to a web page over SSE, with a Cancel button.
+"""Stream a model's tokens to a web page over SSE, with a Cancel button and a
+max tokens field (256 to start with; empty: no bound of ours).
 
     python examples/browser_relay.py [PORT]     # prints: http://127.0.0.1:PORT/
 
 One page (``GET /``) whose JavaScript opens an ``EventSource`` on
-``GET /stream?prompt=...&max_tokens=...``; the relay answers with one SSE event per token
-(``data: {"text": ...}``), then ``event: done`` (or ``event: failed`` with the
-error). Cancel closes the ``EventSource``; the relay's next write to the gone
-browser fails, and closing the generator closes the model's connection at once.
+``GET /stream?prompt=...&max_tokens=...``; the relay answers with one SSE event
+per token (``data: {"text": ...}``), then ``event: done`` (or ``event: failed``
+with the error, which the page shows as an error). Cancel closes the
+``EventSource``; the relay's next write to the gone browser fails, and closing
+the generator closes the model's connection at once.
 
 The provider is chosen as everywhere else: ``LLM_PROVIDER`` and that
 provider's key or base URL (``OPENAI_BASE_URL=http://127.0.0.1:8080/v1`` for a
