@@ -5712,3 +5712,163 @@ def test_setup_cfg_licence_is_spdx_without_a_classifier():
     cfg.read(os.path.join(ROOT, "setup.cfg"))
     assert cfg["metadata"]["license"] == "MIT"
     assert "License ::" not in cfg["metadata"].get("classifiers", "")
+
+
+# Issue 15: a real tool call from the local model, and `make demo` showing it
+# --------------------------------------------------------------------------
+# examples/chatml_tools.jinja renders tools for SmolLM2 in Hermes-style
+# <tool_call> tags, which llama.cpp parses into tool calls; two worked
+# examples in the conversation (local_server.FEW_SHOT) make the 135M model
+# call get_weather at temperature 0. These share a server that keeps computed
+# prompt prefixes (the few-shot turns are computed once, not on every request).
+
+
+@pytest.fixture(scope="session")
+def llama_cached() -> Any:
+    sys.path.insert(0, EXAMPLES)
+    from local_server import running
+
+    with running() as url:
+        yield url
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", PROTOCOLS)
+def test_real_model_tool_loop(llama_cached, kind):
+    from local_server import FEW_SHOT, TOOL_OPTIONS, WEATHER_QUESTION, get_weather
+
+    p = local(kind, llama_cached)
+    messages = [*FEW_SHOT, {"role": "user", "content": WEATHER_QUESTION}]
+    events = list(p.stream_events(messages, **TOOL_OPTIONS))
+    asked = events[-1].completion
+    assert [(c.name, c.args) for c in asked.tool_calls] == [("get_weather", {"city": "Paris"})]
+    assert [e.type for e in events if e.type == "tool_call"] and asked.text == ""
+    assert asked.finish_reason == "tool_calls"
+    call = asked.tool_calls[0]
+    messages += [asked.message, {"role": "tool", "tool_call_id": call.id,
+                                 "content": json.dumps(get_weather(**call.args))}]
+    deltas, answered = drain(p.stream_chat(messages, **TOOL_OPTIONS))
+    assert answered.finish_reason == "stop" and not answered.tool_calls
+    assert "".join(deltas) == answered.text
+    assert "24" in answered.text and "sunny" in answered.text  # from our function, not made up
+
+
+@pytest.mark.integration
+def test_demo_shows_a_tool_round_trip_on_each_protocol(llama_cached, capfd):
+    from local_server import PROTOCOLS as DEMO_PROTOCOLS
+    from local_server import demo
+
+    assert demo("Say hi.", max_tokens=40, url=llama_cached) == 0
+    out, err = capfd.readouterr()
+    sections = out.split("\n== ")[1:]
+    titles = [title for title, *_ in DEMO_PROTOCOLS]
+    assert [s.split(" protocol:")[0] for s in sections] == titles, out
+    assert titles[:2] == ["OpenAI", "Anthropic"]
+    for section in sections:
+        assert ('[model asks get_weather({"city": "Paris"}), Python answers '
+                '{"city": "Paris", "temperature_c": 24, "sky": "sunny"}]') in section, section
+        assert "24" in section.rsplit("]\n", 1)[1], section  # the model's answer uses it
+    assert err.count("[ttft ") == len(titles), err  # the CLI's --stats, once a protocol
+
+
+# --------------------------------------------------------------------------
+# Issue 15: the browser relay bounds the answer, shows errors as errors,
+# keeps its status in view and follows the text
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["openai", "anthropic"])
+def test_relay_sends_max_tokens(server, name):
+    server.script(answer_reply(name))
+    with Relay(server, name) as relay:
+        status, _, body = http_get(relay.url, "/stream?prompt=hi&max_tokens=7")
+    assert status == 200 and sse_events(body)[-1][0] == "done"
+    assert server.requests[0].json["max_tokens"] == 7
+
+
+def test_relay_rejects_a_bad_max_tokens_without_a_request(server):
+    with Relay(server) as relay:
+        for bad in ["0", "-3", "abc", "1.5", "%C2%B2"]:  # the last: a superscript two
+            status, _, body = http_get(relay.url, f"/stream?prompt=hi&max_tokens={bad}")
+            assert (status, body) == (400, b"max_tokens must be a whole number above 0\n"), bad
+    assert server.requests == []
+
+
+def red_pixels(rows: List[bytes], bpp: int, top: int = 0) -> List[Tuple[int, int]]:
+    """Where the error styling's reds (#a50e0e text, #d93025 bar) are."""
+    return [(x // bpp, y) for y in range(top, len(rows)) for x in range(0, len(rows[y]), bpp)
+            if rows[y][x] > 150 and rows[y][x + 1] < 90 and rows[y][x + 2] < 90]
+
+
+def answer_box(rows: List[bytes], bpp: int) -> Tuple[int, int, int, int]:
+    """Left, top, right, bottom of the page's blue-bordered answer box."""
+    blue = [(x, y) for y in range(len(rows)) for x in range(0, len(rows[y]) // bpp, 2)
+            if (lambda r, g, b: b > 180 and r < 110 and 80 < g < 150)(
+                *rows[y][x * bpp:x * bpp + 3])]
+    assert len(blue) > 200, "no answer box on the page"
+    return (min(x for x, _ in blue), min(y for _, y in blue),
+            max(x for x, _ in blue), max(y for _, y in blue))
+
+
+def test_browser_empty_prompt_is_an_error_and_sends_nothing(server, tmp_path):
+    import shutil
+
+    needs("chromium", shutil.which(CHROMIUM) is not None)
+    with Relay(server) as relay:  # /?prompt= : as if Send were pressed with nothing typed
+        code, dom = chromium(relay.url + "?prompt=", str(tmp_path / "profile"), "--dump-dom")
+    assert code == 0, dom
+    assert '<div id="status" class="error">error: type a prompt first</div>' in dom, dom
+    assert server.requests == []
+
+
+def test_browser_shows_an_error_as_an_error(server, tmp_path):
+    import shutil
+
+    needs("chromium", shutil.which(CHROMIUM) is not None)
+    failing = Reply(pieces(ROLE, text("Hel"),
+                           {"error": {"message": "boom", "type": "server_error"}}))
+    server.script(failing, failing)
+    with Relay(server) as relay:
+        code, dom = chromium(relay.url + "?prompt=hi", str(tmp_path / "profile"), "--dump-dom")
+        assert code == 0, dom
+        assert ('<div id="status" class="error">error: openai stream error (server_error): '
+                'boom</div>') in dom, dom
+        assert '<div id="out">Hel</div>' in dom, dom  # what arrived stays
+        shot = tmp_path / "error.png"
+        code, _ = chromium(relay.url + "?prompt=hi", str(tmp_path / "profile2"),
+                           f"--screenshot={shot}")
+        assert code == 0 and shot.exists()
+    _, _, bpp, rows = png_rows(shot.read_bytes())
+    bottom = answer_box(rows, bpp)[3]
+    assert len(red_pixels(rows, bpp, bottom)) > 150, "the error is not shown in red"
+
+
+def test_browser_keeps_the_status_in_view_and_follows_the_text(server, tmp_path):
+    import shutil
+
+    needs("chromium", shutil.which(CHROMIUM) is not None)
+    lines = [*pieces(ROLE)]
+    for i in range(40):  # far taller than the window, in pieces as from a model
+        lines += [*pieces(text(f"line {i}\n")), 0.02]
+    lines += pieces(text("\u2588" * 16), finish("length"), DONE)  # ends in a solid bar
+    server.script(Reply(lines))
+    with Relay(server) as relay:
+        shot = tmp_path / "long.png"
+        code, _ = chromium(relay.url + "?prompt=hi&max_tokens=300", str(tmp_path / "profile"),
+                           f"--screenshot={shot}")
+        assert code == 0 and shot.exists()
+    assert server.requests[0].json["max_tokens"] == 300
+    _, height, bpp, rows = png_rows(shot.read_bytes())
+    left, top, right, bottom = answer_box(rows, bpp)
+    assert bottom < height - 40, "the answer box runs off the window: the status is out of view"
+    greys = [sum(rows[y][x * bpp:x * bpp + 3]) // 3 for y in range(bottom + 2, height)
+             for x in range(left, right)]
+    assert sum(1 for g in greys if g < 140) > 100, "no status text under the answer box"
+
+    def dark_in_row(y: int) -> int:
+        return sum(1 for x in range(left + 4, right - 4)
+                   if sum(rows[y][x * bpp:x * bpp + 3]) // 3 < 80)
+
+    # the last line (the bar; a line of text has far fewer dark pixels) is in
+    # view inside the box: the page followed the text
+    assert max(dark_in_row(y) for y in range(top + 4, bottom - 4)) > 200

