@@ -18,6 +18,9 @@ mode     flood                             the whole body is pre-built bytes, se
                                            events as the APIs send them
          flood-v1                          the same with the benchmark's first event
                                            set (see SHAPES)
+         writes                            the flood's events, one sendall each: the
+                                           client's reads then carry one or a few
+                                           events, as they do from a real API
          trickleMS                         one text event every MS milliseconds; its
                                            text is the send time, time.monotonic_ns()
                                            taken just before the event is compressed,
@@ -337,6 +340,17 @@ def _body(wire: str, framing: str, n: int, shape: str = "real") -> bytes:
         return body
 
 
+_events_cache: Dict[Tuple[str, int], List[bytes]] = {}
+
+
+def _events_cached(wire: str, n: int) -> List[bytes]:
+    with _cache_lock:
+        evs = _events_cache.get((wire, n))
+        if evs is None:
+            evs = _events_cache[wire, n] = events(wire, n)
+        return evs
+
+
 def _read_request(sock: socket.socket, buf: bytes) -> Tuple[Optional[str], bytes]:
     """(path, leftover) of the next request, or (None, b"") at EOF."""
     deadline = time.monotonic() + 30
@@ -383,6 +397,12 @@ def _serve_one(sock: socket.socket, path: str) -> bool:
         body = _body(wire, framing, n, "v1" if mode == "flood-v1" else "real")
         sock.sendall(response_head(wire, framing))
         sock.sendall(body)
+    elif mode == "writes":  # a flood written one event at a time, as an API flushes
+        framer = Framer(framing)
+        sock.sendall(response_head(wire, framing))
+        for event in _events_cached(wire, n):
+            sock.sendall(framer.frame(event))
+        sock.sendall(framer.end())
     elif mode.startswith("trickle"):
         interval = float(mode[len("trickle"):] or 20) / 1000.0
         framer = Framer(framing)
