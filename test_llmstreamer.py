@@ -5872,3 +5872,41 @@ def test_browser_keeps_the_status_in_view_and_follows_the_text(server, tmp_path)
     # the last line (the bar; a line of text has far fewer dark pixels) is in
     # view inside the box: the page followed the text
     assert max(dark_in_row(y) for y in range(top + 4, bottom - 4)) > 200
+
+
+# ---------------------------------------------------------------------------
+# issue 16: performance at the limit (hot-path changes keep every behaviour)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["text", "reasoning"])
+def test_delta_events_are_the_same_as_constructed_ones(kind):
+    """_State.delta makes its Event without __init__, with only type, text and
+    raw in the instance; every way of reading it must match Event(...)."""
+    import copy
+    import dataclasses
+    import pickle
+
+    raw = {"choices": [{"delta": {"content": "hé"}}]}
+    made = ls._State("openai", "m").delta(kind, "hé", raw)
+    built = ls.Event(kind, text="hé", raw=raw)
+    assert made == built and repr(made) == repr(built)
+    assert dataclasses.asdict(made) == dataclasses.asdict(built)
+    assert [getattr(made, f.name) for f in dataclasses.fields(ls.Event)] == [
+        getattr(built, f.name) for f in dataclasses.fields(ls.Event)]
+    assert dataclasses.replace(made, text="x") == dataclasses.replace(built, text="x")
+    assert copy.copy(made) == built and pickle.loads(pickle.dumps(made)) == built
+    assert hash(ls._State("x", None).delta(kind, "a", None)) == hash(ls.Event(kind, text="a"))
+    with pytest.raises(FrozenInstanceError):
+        made.text = "changed"  # type: ignore[misc]
+
+
+def test_every_event_field_default_is_a_class_attribute():
+    """What the shortcut relies on: no field of Event has a default_factory,
+    so each default is on the class for the fields the instance leaves out."""
+    import dataclasses
+
+    for f in dataclasses.fields(ls.Event):
+        if f.name != "type":
+            assert f.default_factory is dataclasses.MISSING, f.name
+            assert getattr(ls.Event, f.name) == f.default, f.name

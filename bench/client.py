@@ -4,6 +4,9 @@
 
 CLIENT is one of: floor, llmstreamer, llmstreamer-chat, naive, openai-sdk,
 anthropic-sdk, genai-sdk, none (start, print, exit: the process baseline).
+WIRE is openai, anthropic, gemini or responses (OpenAI's Responses API; the
+llmstreamer clients print {"skipped": ...} when the module has no
+OpenAIResponses).
 BASE_URL is the scenario root on the bench server, e.g.
 http://127.0.0.1:PORT/s/openai/chunked/flood/100000 (see server.py).
 MODE is flood, count or trickle. flood keeps every text delta (the text's
@@ -14,6 +17,8 @@ client records now - sent for each one the moment it reaches the consumer.
 
 Peak RSS is VmHWM from /proc/self/status: ru_maxrss would report the parent's
 RSS at fork when that is larger. --cpu N pins the process to CPU N.
+--streams K runs K streams at once from K threads (one provider, for
+llmstreamer; one socket each, for the floor) and reports their answers.
 
 Only the streaming loop is timed (time.process_time(): user + sys CPU of this
 process); imports and client objects are made before it, the request is sent
@@ -50,6 +55,13 @@ def _sink(mode, texts):
 
 
 PROMPT = [{"role": "user", "content": "Write a long story."}]
+PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages",
+         "gemini": "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+         "responses": "/v1/responses"}
+
+
+class Skip(Exception):
+    """This client cannot run here (e.g. its provider class is absent)."""
 
 
 # ---------------------------------------------------------------- floor ---
@@ -69,9 +81,7 @@ def floor(base, wire):
 
 def _floor(base, wire, sink, json, socket, zlib, urlsplit):
     u = urlsplit(base)
-    path = u.path + {"openai": "/v1/chat/completions", "anthropic": "/v1/messages",
-                     "gemini": "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
-                     }[wire]
+    path = u.path + PATHS[wire]
     body = json.dumps({"model": "m", "messages": PROMPT, "stream": True}).encode()
     sock = socket.create_connection((u.hostname, u.port), timeout=60)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -147,6 +157,14 @@ def _floor(base, wire, sink, json, socket, zlib, urlsplit):
                         elif kind == "message_stop":
                             done = True
                             break
+                    elif wire == "responses":
+                        obj = loads(payload)
+                        kind = obj["type"]
+                        if kind == "response.output_text.delta":
+                            sink(obj["delta"])
+                        elif kind == "response.completed":
+                            done = True
+                            break
                     else:
                         text = loads(payload)["candidates"][0]["content"]["parts"][0].get("text")
                         if text:
@@ -169,8 +187,13 @@ def _ls_provider(base, wire):
 
     import llmstreamer as ls
 
-    cls = {"openai": ls.OpenAI, "anthropic": ls.Anthropic, "gemini": ls.Gemini}[wire]
-    root = base + {"openai": "/v1", "anthropic": "", "gemini": "/v1beta"}[wire]
+    # OpenAIResponses arrives in another change: without it, skip cleanly
+    cls = {"openai": ls.OpenAI, "anthropic": ls.Anthropic, "gemini": ls.Gemini,
+           "responses": getattr(ls, "OpenAIResponses", None)}[wire]
+    if cls is None:
+        raise Skip(f"{ls.__file__} has no OpenAIResponses")
+    root = base + {"openai": "/v1", "anthropic": "", "gemini": "/v1beta",
+                   "responses": "/v1"}[wire]
     return ls, cls(api_key="sk-bench", base_url=root, max_retries=0, timeout=(5.0, 60.0))
 
 
@@ -214,9 +237,8 @@ def naive(base, wire):
 
 
 def _naive(base, wire, sink, json, requests, sseclient):
-    path = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages",
-            "gemini": "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"}[wire]
-    resp = requests.post(base + path, json={"model": "m", "messages": PROMPT, "stream": True},
+    resp = requests.post(base + PATHS[wire],
+                         json={"model": "m", "messages": PROMPT, "stream": True},
                          headers={"Accept": "text/event-stream"}, stream=True, timeout=60)
     resp.raise_for_status()
     client = sseclient.SSEClient(resp)
@@ -235,6 +257,12 @@ def _naive(base, wire, sink, json, requests, sseclient):
                 sink(obj["delta"]["text"])
             elif obj["type"] == "message_stop":
                 break
+        elif wire == "responses":
+            obj = json.loads(event.data)
+            if obj["type"] == "response.output_text.delta":
+                sink(obj["delta"])
+            elif obj["type"] == "response.completed":
+                break
         else:
             text = json.loads(event.data)["candidates"][0]["content"]["parts"][0].get("text")
             if text:
@@ -249,7 +277,15 @@ def openai_sdk(base, wire):
     import openai
 
     client = openai.OpenAI(api_key="sk-bench", base_url=base + "/v1", max_retries=0)
+    if wire == "responses":
+        return lambda sink: _openai_sdk_responses(client, sink)
     return lambda sink: _openai_sdk(client, sink)
+
+
+def _openai_sdk_responses(client, sink):
+    for event in client.responses.create(model="gpt-4.1-mini", input=PROMPT, stream=True):
+        if event.type == "response.output_text.delta":
+            sink(event.delta)
 
 
 def _openai_sdk(client, sink):
@@ -320,12 +356,51 @@ def _hwm_kb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+def concurrent(run, mode, streams):
+    """streams threads each run one stream at once; wall and process CPU from
+    the moment they are released together until the last one ends."""
+    import hashlib
+    import threading
+
+    kept = [[] for _ in range(streams)]
+    sinks = [_sink(mode, k) for k in kept]
+    errors = []
+    gate = threading.Barrier(streams + 1)
+
+    def one(i):
+        gate.wait()
+        try:
+            run(sinks[i])
+        except BaseException as exc:  # reported, so that run.py fails the cell
+            errors.append(repr(exc)[:300])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(streams)]
+    for t in threads:
+        t.start()
+    gate.wait()
+    t_wall, t_cpu = time.perf_counter(), time.process_time()
+    for t in threads:
+        t.join()
+    cpu, wall = time.process_time() - t_cpu, time.perf_counter() - t_wall
+    answers = {}
+    for k in kept:
+        text = "".join(k)
+        key = f"{hashlib.sha1(text.encode('utf-8')).hexdigest()} {len(text)} {len(k)}"
+        answers[key] = answers.get(key, 0) + 1
+    out = {"streams": streams, "cpu": cpu, "wall": wall, "errors": errors,
+           "events": sum(len(k) for k in kept), "answers": answers}
+    if mode == "trickle":
+        out["delays_ns"] = [d for s in sinks for d in s.delays]
+    return out
+
+
 def main(argv):
+    import json
     import os
 
     args = list(argv)
     opts = {}
-    for flag in ("--path", "--profile", "--cpu"):
+    for flag in ("--path", "--profile", "--cpu", "--streams"):
         if flag in args:
             i = args.index(flag)
             opts[flag] = args[i + 1]
@@ -339,7 +414,16 @@ def main(argv):
     base, wire, mode, n = args[1], args[2], args[3], int(args[4])
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path.insert(0, opts.get("--path") or os.path.dirname(here))
-    run = CLIENTS[name](base, wire)  # imports and client objects: not timed
+    try:
+        run = CLIENTS[name](base, wire)  # imports and client objects: not timed
+    except Skip as exc:
+        sys.stdout.write(json.dumps({"client": name, "skipped": str(exc)}) + "\n")
+        return 0
+    if "--streams" in opts:
+        out = concurrent(run, mode, int(opts["--streams"]))
+        out.update(client=name, wire=wire, mode=mode, n=n, hwm_kb=_hwm_kb())
+        sys.stdout.write(json.dumps(out) + "\n")
+        return 0
     texts = []
     sink = _sink(mode, texts)
     prof = None
@@ -361,7 +445,6 @@ def main(argv):
     if prof is not None:
         prof.dump_stats(opts["--profile"])
     import hashlib
-    import json
 
     text = "".join(texts)
     events = sink.counts[0] if mode == "count" else len(texts)

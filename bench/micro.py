@@ -183,8 +183,12 @@ def parse_child(path: str, n: int, reps: int) -> Dict[str, float]:
     for wire in wires.WIRES:
         body = b"".join(wires.events(wire, n))
         pieces = [body[i:i + 65536] for i in range(0, len(body), 65536)]
-        prov = {"openai": ls.OpenAI, "anthropic": ls.Anthropic, "gemini": ls.Gemini}[wire](
-            api_key="k")
+        cls = {"openai": ls.OpenAI, "anthropic": ls.Anthropic, "gemini": ls.Gemini,
+               "responses": getattr(ls, "OpenAIResponses", None)}[wire]
+        if cls is None:  # not in this llmstreamer.py
+            out[wire] = float("nan")
+            continue
+        prov = cls(api_key="k")
         best = float("inf")
         for _ in range(reps):
             st = ls._State(prov.name, "m")

@@ -36,21 +36,22 @@ CLIENT = os.path.join(HERE, "client.py")
 # install time): with PYTHONDONTWRITEBYTECODE set, the 75 kB llmstreamer.py
 # would be compiled on every start and dominate import time.
 CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-SDK_FOR = {"openai": "openai-sdk", "anthropic": "anthropic-sdk", "gemini": "genai-sdk"}
+SDK_FOR = {"openai": "openai-sdk", "anthropic": "anthropic-sdk", "gemini": "genai-sdk",
+           "responses": "openai-sdk"}
 SDK_MODULE = {"openai-sdk": "openai", "anthropic-sdk": "anthropic", "genai-sdk": "google.genai"}
 CORE = ("floor", "llmstreamer", "llmstreamer-chat", "naive")
 
 FULL = dict(flood_n=100_000, sdk_n=10_000, rounds=9, sdk_rounds=3, framing_rounds=9,
             trickle_n=150, trickle_ms=20, trickle_rounds=2, import_runs=9,
-            whole_n=2000, whole_rounds=4, scale_ns=(1000, 10_000, 100_000), scale_rounds=5,
-            timeout=600.0)
+            whole_n=200, whole_rounds=9, scale_ns=(1000, 10_000, 100_000), scale_rounds=5,
+            conc_streams=200, conc_n=500, conc_rounds=5, conc_trickle_n=50, timeout=600.0)
 SMOKE = dict(flood_n=300, sdk_n=300, rounds=1, sdk_rounds=1, framing_rounds=1,
              trickle_n=8, trickle_ms=5, trickle_rounds=1, import_runs=2,
              whole_n=200, whole_rounds=1, scale_ns=(100, 1000), scale_rounds=1,
-             timeout=60.0)
+             conc_streams=20, conc_n=20, conc_rounds=1, conc_trickle_n=4, timeout=60.0)
 
-GOALS = {"cpu_ratio": 1.5, "p50_over_floor_ms": 0.2, "p99_ms": 1.0, "import_ms": 100.0,
-         "scale_ratio": 1.2}
+GOALS = {"cpu_ratio": 1.3, "p50_over_floor_ms": 0.2, "p99_ms": 1.0, "import_ms": 100.0,
+         "scale_ratio": 1.2, "conc_ratio": 1.3}
 
 
 def log(msg: str) -> None:
@@ -87,6 +88,7 @@ class Bench:
         self.server: Optional[subprocess.Popen] = None
         self.pin: Optional[int] = None
         self._have: Dict[str, bool] = {}
+        self.notes: List[str] = []
 
     # ------------------------------------------------------------ server ---
 
@@ -161,7 +163,7 @@ class Bench:
              count: bool = False) -> List[str]:
         kind, _, variant = client.partition("@")
         url = f"http://127.0.0.1:{self.port}/s/{wire}/{framing}/{mode}/{n}"
-        sink = "trickle" if mode != "flood" else ("count" if count else "flood")
+        sink = "trickle" if mode.startswith("trickle") else ("count" if count else "flood")
         cmd = [self.python, CLIENT, kind, url, wire, sink, str(n)]
         if variant:
             cmd += ["--path", dict(self.variants)[variant]]
@@ -170,10 +172,14 @@ class Bench:
         return cmd
 
     def run(self, client: str, wire: str, framing: str, mode: str, n: int,
-            whole: bool = False, count: bool = False) -> Optional[Dict[str, Any]]:
-        """One measurement in a fresh process; None (and an error noted) if it failed."""
+            whole: bool = False, count: bool = False, streams: int = 0
+            ) -> Optional[Dict[str, Any]]:
+        """One measurement in a fresh process; None (and an error noted) if it
+        failed, or None (and a note) if the client skipped this wire."""
         cmd = self.argv(client, wire, framing, mode, n, count) if client != "none" else [
             self.python, CLIENT, "none"]
+        if streams:
+            cmd += ["--streams", str(streams)]
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=CHILD_ENV)
         try:
             out, err = p.communicate(timeout=self.cfg["timeout"]) if not whole else (b"", b"")
@@ -208,19 +214,45 @@ class Bench:
                       + " | ".join(tail))
             return None
         res: Dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+        if "skipped" in res:
+            note = f"{client} skipped on the {wire} wire: {res['skipped']}"
+            if note not in self.notes:
+                log("note: " + note)
+                self.notes.append(note)
+            return None
         res["client"] = client
         if whole:
             res["process_cpu"] = ru.ru_utime + ru.ru_stime
-        if mode == "flood" and client != "none":
-            sha, length = wires.expected(n)
+        if streams:
+            return self._check_streams(res, client, wire, framing, mode, n, streams)
+        if not mode.startswith("trickle") and client != "none":
+            sha, length = wires.expected(n, "v1" if mode == "flood-v1" else "real")
             if count:
                 sha = res["sha"]  # nothing kept: the length and the Completion are checked
             if (res["sha"], res["len"]) != (sha, length) or res.get("accumulated_ok") is False:
                 self.fail(f"{client} {wire}/{framing}/{n}: wrong text (got {res['len']} chars, "
                           f"expected {length}; accumulated_ok={res.get('accumulated_ok')})")
                 return None
-        if mode != "flood" and res["events"] != n:
+        if mode.startswith("trickle") and res["events"] != n:
             self.fail(f"{client} {wire}/{framing}/{mode}: {res['events']} of {n} events")
+            return None
+        return res
+
+    def _check_streams(self, res: Dict[str, Any], client: str, wire: str, framing: str,
+                       mode: str, n: int, streams: int) -> Optional[Dict[str, Any]]:
+        """Every one of the concurrent streams must have its whole, exact answer."""
+        where = f"{client} {wire}/{framing}/{mode}/{n} x{streams}"
+        if res["errors"]:
+            self.fail(f"{where}: {len(res['errors'])} streams failed: {res['errors'][0]}")
+            return None
+        if not mode.startswith("trickle"):
+            sha, length = wires.expected(n)
+            want = {f"{sha} {length} {n}": streams}
+            if res["answers"] != want:
+                self.fail(f"{where}: answers {res['answers']} (expected {want})")
+                return None
+        elif res["events"] != n * streams:
+            self.fail(f"{where}: {res['events']} of {n * streams} events")
             return None
         return res
 
@@ -235,21 +267,42 @@ class Bench:
     # ---------------------------------------------------------- sections ---
 
     def flood(self) -> Dict[str, Any]:
-        """CPU per event of the streaming loop, 100k-event flood, chunked, per wire."""
-        return {wire: self._flood_rounds(self.clients(wire), wire, "chunked",
-                                         self.cfg["rounds"], f"flood {wire}")
+        """CPU per event of the streaming loop, 100k-event flood, chunked, per wire:
+        the events the APIs send, then (floor and llmstreamer only) the first
+        event set ("v1")."""
+        out: Dict[str, Any] = {}
+        for wire in wires.WIRES:
+            out[wire] = self._flood_rounds(self.clients(wire), wire, "chunked",
+                                           self.cfg["rounds"], f"flood {wire}")
+            v1 = [k for k in self.clients(wire, sdk=False, chat=False) if k != "naive"]
+            for k, row in self._flood_rounds(v1, wire, "chunked", self.cfg["rounds"],
+                                             f"flood-v1 {wire}", "flood-v1").items():
+                out[wire][f"{k}, v1 events"] = row
+        return out
+
+    def writes(self) -> Dict[str, Any]:
+        """The flood written one event per sendall (chunked): reads carry one or
+        a few events, so what each read costs shows, as it does on a real API."""
+        clients = ["floor", "llmstreamer"] + [f"llmstreamer@{n}" for n, _ in self.variants]
+        return {wire: self._flood_rounds(clients, wire, "chunked", self.cfg["framing_rounds"],
+                                         f"writes {wire}", "writes")
                 for wire in wires.WIRES}
 
     def framings(self) -> Dict[str, Any]:
-        """The same flood on close-delimited and gzip bodies (openai wire)."""
-        clients = self.clients("openai", sdk=False, chat=False)
-        return {framing: self._flood_rounds(clients, "openai", framing,
-                                            self.cfg["framing_rounds"],
-                                            f"flood openai/{framing}")
-                for framing in ("close", "gzip")}
+        """The same flood on close-delimited and gzip bodies, every wire (naive:
+        the openai wire only)."""
+        out: Dict[str, Any] = {}
+        for framing in ("close", "gzip"):
+            for wire in wires.WIRES:
+                clients = [k for k in self.clients(wire, sdk=False, chat=False)
+                           if k != "naive" or wire == "openai"]
+                out[f"{wire} {framing}"] = self._flood_rounds(
+                    clients, wire, framing, self.cfg["framing_rounds"],
+                    f"flood {wire}/{framing}")
+        return out
 
     def _flood_rounds(self, clients: List[str], wire: str, framing: str, rounds: int,
-                      label: str) -> Dict[str, Any]:
+                      label: str, mode: str = "flood") -> Dict[str, Any]:
         """Interleaved rounds of one flood; ratios to the floor within each round."""
         c = self.cfg
         rows: Dict[str, List[Dict[str, Any]]] = {k: [] for k in clients}
@@ -260,7 +313,7 @@ class Bench:
                 if client in SDK_MODULE and r >= c["sdk_rounds"]:
                     continue
                 n = c["sdk_n"] if client in SDK_MODULE else c["flood_n"]
-                res = self.run(client, wire, framing, "flood", n)
+                res = self.run(client, wire, framing, mode, n)
                 if res is None:
                     continue
                 res["us_per_event"] = res["cpu"] / n * 1e6
@@ -383,6 +436,49 @@ class Bench:
                                           for k, v in out.items()))
         return out
 
+    def concurrent(self) -> Dict[str, Any]:
+        """K streams at once from K threads of one process: llmstreamer through
+        one provider, the floor on K sockets. Floods give the aggregate events/s
+        (every answer checked); trickles (one event every 20 ms per stream)
+        give the delivery delay under that load."""
+        c = self.cfg
+        k, n = c["conc_streams"], c["conc_n"]
+        clients = ["floor", "llmstreamer"] + [f"llmstreamer@{v}" for v, _ in self.variants]
+        rate: Dict[str, List[float]] = {x: [] for x in clients}
+        cpu: Dict[str, List[float]] = {x: [] for x in clients}
+        ratios: Dict[str, List[float]] = {x: [] for x in clients}
+        delays: Dict[str, List[float]] = {x: [] for x in clients}
+        for r in range(c["conc_rounds"]):
+            got: Dict[str, float] = {}
+            for client in self.order(clients, r):
+                res = self.run(client, "openai", "chunked", "flood", n, streams=k)
+                if res is None:
+                    continue
+                got[client] = res["events"] / res["wall"]
+                rate[client].append(got[client])
+                cpu[client].append(res["cpu"] / res["events"] * 1e6)
+            for client, v in got.items():
+                if got.get("floor"):
+                    ratios[client].append(v / got["floor"])
+            log(f"concurrent round {r + 1}: " + ", ".join(
+                f"{x} {v:,.0f} events/s" for x, v in got.items()))
+        mode = f"trickle{c['trickle_ms']}"
+        for r in range(c["trickle_rounds"]):
+            for client in self.order(clients, r):
+                res = self.run(client, "openai", "chunked", mode, c["conc_trickle_n"],
+                               streams=k)
+                if res is not None:
+                    delays[client] += [d / 1e6 for d in res["delays_ns"]]
+        out = {x: {"events_per_s": median(rate[x]), "ratio_to_floor": median(ratios[x]),
+                   "cpu_us_per_event": median(cpu[x]), "runs_events_per_s": rate[x],
+                   "delay_p50_ms": pct(delays[x], 50), "delay_p99_ms": pct(delays[x], 99),
+                   "delay_n": len(delays[x])}
+               for x in clients if rate[x]}
+        log("concurrent: " + ", ".join(
+            f"{x} {v['events_per_s']:,.0f} events/s, p50/p99 {fmt(v['delay_p50_ms'], 3)}/"
+            f"{fmt(v['delay_p99_ms'], 3)} ms" for x, v in out.items()))
+        return out
+
     def scaling(self) -> Dict[str, Any]:
         """Per-event cost and peak RSS against stream length (openai, chunked)."""
         c = self.cfg
@@ -466,10 +562,16 @@ def goals(res: Dict[str, Any], who: str) -> List[Tuple[str, str, bool]]:
             r = rows[who]["ratio_to_floor"]
             out.append((f"CPU/event ≤ {GOALS['cpu_ratio']}x floor ({wire}, chunked)",
                         f"{r:.2f}x", r <= GOALS["cpu_ratio"]))
-    for framing, rows in res.get("framings", {}).items():
+    for wire, rows in res.get("writes", {}).items():
         if who in rows and rows[who]["ratio_to_floor"] is not None:
             r = rows[who]["ratio_to_floor"]
-            out.append((f"CPU/event ≤ {GOALS['cpu_ratio']}x floor (openai, {framing})",
+            out.append((f"CPU/event ≤ {GOALS['cpu_ratio']}x floor ({wire}, chunked, one "
+                        "write per event)", f"{r:.2f}x", r <= GOALS["cpu_ratio"]))
+    for cell, rows in res.get("framings", {}).items():
+        if who in rows and rows[who]["ratio_to_floor"] is not None:
+            r = rows[who]["ratio_to_floor"]
+            wire, framing = cell.split()
+            out.append((f"CPU/event ≤ {GOALS['cpu_ratio']}x floor ({wire}, {framing})",
                         f"{r:.2f}x", r <= GOALS["cpu_ratio"]))
     for framing, rows in res.get("delivery", {}).items():
         if who in rows:
@@ -479,6 +581,20 @@ def goals(res: Dict[str, Any], who: str) -> List[Tuple[str, str, bool]]:
                         d["p50_minus_floor_ms"] <= GOALS["p50_over_floor_ms"]))
             out.append((f"delivery p99 < {GOALS['p99_ms']} ms ({framing})",
                         f"{d['p99_ms']:.3f} ms", d["p99_ms"] < GOALS["p99_ms"]))
+    whole = res.get("whole", {})
+    for wire in wires.WIRES:
+        mine, naive = whole.get(f"{who} ({wire})"), whole.get(f"naive ({wire})")
+        if mine and naive:
+            out.append((f"whole {res['config']['whole_n']}-event request, process CPU ≤ naive "
+                        f"({wire}: {naive['process_cpu_ms']:.0f} ms)",
+                        f"{mine['process_cpu_ms']:.0f} ms",
+                        mine["process_cpu_ms"] <= naive["process_cpu_ms"]))
+    conc = res.get("concurrent", {}).get(who)
+    if conc and conc["ratio_to_floor"] is not None:
+        out.append((f"{res['config']['conc_streams']} concurrent streams: events/s ≥ "
+                    f"1/{GOALS['conc_ratio']} of the floor's",
+                    f"{conc['ratio_to_floor']:.2f}x",
+                    conc["ratio_to_floor"] >= 1 / GOALS["conc_ratio"]))
     imp = res.get("import", {}).get(who)
     if imp:
         req = res["import"].get("requests", {}).get("cpu_ms")
@@ -541,14 +657,46 @@ def markdown(res: Dict[str, Any]) -> str:
             L.append(f"| {k} | " + " | ".join(cells) + " |")
         L.append("")
     if "framings" in res:
-        L += ["## CPU per event by body type (openai wire)", "",
-              "| client | " + " | ".join(["chunked", *res["framings"]]) + " |",
-              "|---|" + "---:|" * (1 + len(res["framings"]))]
-        for k in res["framings"].get("close", {}):
-            cells = [cpu_cell(res.get("flood", {}).get("openai", {}).get(k))]
-            for rows in res["framings"].values():
-                cells.append(cpu_cell(rows.get(k)))
-            L.append(f"| {k} | " + " | ".join(cells) + " |")
+        L += ["## CPU per event by body type", "",
+              "µs per text event (ratio to the floor on the same wire and body).", "",
+              "| wire, client | chunked | close | gzip |", "|---|---:|---:|---:|"]
+        for wire in wires.WIRES:
+            close = res["framings"].get(f"{wire} close", {})
+            for k in close:
+                cells = [cpu_cell(res.get("flood", {}).get(wire, {}).get(k))]
+                cells += [cpu_cell(res["framings"].get(f"{wire} {f}", {}).get(k))
+                          for f in ("close", "gzip")]
+                L.append(f"| {wire}, {k} | " + " | ".join(cells) + " |")
+        L.append("")
+    if "writes" in res:
+        L += ["## CPU per event, the flood written one event per write (chunked)", "",
+              "The server writes each event with its own `sendall`, as an API flushes "
+              "per token: the client's reads carry one or a few events instead of ~200, "
+              "so the cost of each read shows. µs per text event (ratio to the floor).", "",
+              "| client | " + " | ".join(res["writes"]) + " |",
+              "|---|" + "---:|" * len(res["writes"])]
+        clients = []
+        for rows in res["writes"].values():
+            clients += [k for k in rows if k not in clients]
+        for k in clients:
+            L.append(f"| {k} | " + " | ".join(cpu_cell(rows.get(k))
+                                                for rows in res["writes"].values()) + " |")
+        L.append("")
+    if "concurrent" in res:
+        L += [f"## {c['conc_streams']} streams at once (openai, chunked)", "",
+              f"{c['conc_streams']} threads in one process, released together: "
+              "llmstreamer through one provider, the floor on its own socket per thread. "
+              f"Floods of {c['conc_n']:,} events per stream: aggregate events/s over "
+              "the wall time until the last stream ends (every answer checked), and "
+              "process CPU per event; median of "
+              f"{c['conc_rounds']} rounds. Trickles of {c['conc_trickle_n']} events per "
+              f"stream, one every {c['trickle_ms']} ms: delivery delay under that load.", "",
+              "| client | events/s | ratio to floor | CPU µs/event | delay p50 / p99 ms |",
+              "|---|---:|---:|---:|---:|"]
+        for k, v in res["concurrent"].items():
+            L.append(f"| {k} | {v['events_per_s']:,.0f} | {fmt(v['ratio_to_floor'])}x | "
+                     f"{fmt(v['cpu_us_per_event'])} | {fmt(v['delay_p50_ms'], 3)} / "
+                     f"{fmt(v['delay_p99_ms'], 3)} |")
         L.append("")
     if "delivery" in res:
         L += [f"## Delivery delay, one event every {c['trickle_ms']} ms "
@@ -714,7 +862,8 @@ def chart(res: Dict[str, Any], path: str) -> Optional[str]:
 # ------------------------------------------------------------------- main ---
 
 
-SECTIONS = ("flood", "framings", "delivery", "import", "whole", "scaling")
+SECTIONS = ("flood", "framings", "writes", "delivery", "import", "whole", "concurrent",
+            "scaling")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -772,9 +921,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     }
     prebuild = []
     if "flood" in sections:
-        prebuild += [f"{w}:chunked:{cfg['flood_n']}" for w in wires.WIRES]
+        prebuild += [f"{w}:chunked:{cfg['flood_n']}:{shape}" for w in wires.WIRES
+                     for shape in wires.SHAPES]
     if "framings" in sections:
-        prebuild += [f"openai:{f}:{cfg['flood_n']}" for f in ("close", "gzip")]
+        prebuild += [f"{w}:{f}:{cfg['flood_n']}" for f in ("close", "gzip")
+                     for w in wires.WIRES]
     try:
         bench.start_server(prebuild)
         for wire in wires.WIRES:  # warm-up: file cache, server bodies
@@ -793,9 +944,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         "naive = requests + sseclient-py as its README shows, SSEClient(response): iterating a "
         "Response reads 128-byte pieces (iter_content(128)), text only, no accumulation. SDKs: "
         "create(stream=True) (google-genai: generate_content_stream), text only.")
+    res["notes"] += bench.notes
     res["notes"].append(
-        "Event sizes: openai ~335 B, anthropic ~126 B (its real size), gemini ~311 B (CRLF "
-        "line ends); 1-4 tokens of text each.")
+        "Events, as the APIs write them (bench/server.py): 1-4 tokens of mostly ASCII "
+        "English each; openai ~337 B (with usage:null and a padding 'obfuscation'), "
+        "anthropic ~126 B, gemini ~303 B (': ' after keys, CRLF line ends), responses "
+        "~262 B (event: line, sequence_number, item_id, obfuscation). 'v1 events' rows: "
+        "the first event set, where 27 % of the events carry non-ASCII text and gemini "
+        "has ', ' separators.")
     res["notes"].append(
         "On a shared machine CPU time moves by up to +-25 % between rounds and delivery p99 "
         "follows the machine's scheduling noise (compare with the floor's own p99); every "
