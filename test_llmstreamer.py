@@ -3986,7 +3986,9 @@ print(json.dumps([len(c.text), c.text[-5:]]))
 def test_gzip_members_through_a_server_do_not_hang(server, name):
     frames, expected = transcript(name, big=MIB + MIB // 2)
     # two members in one write, the first inflating past 1 MiB
-    wire = gzip.compress(b"".join(frames[:3])) + gzip.compress(b"".join(frames[3:]))
+    after_big = next(i for i, f in enumerate(frames) if len(f) > MIB) + 1
+    wire = (gzip.compress(b"".join(frames[:after_big]))
+            + gzip.compress(b"".join(frames[after_big:])))
     assert len(wire) < 65536  # one read holds both members
     server.script(Reply([wire], headers={"Content-Type": "text/event-stream",
                                          "Content-Encoding": "gzip"}))
@@ -4114,7 +4116,7 @@ def test_key_echoed_in_an_in_stream_error_is_masked(server, name):
     with pytest.raises(ls.APIError) as info:
         at(name, server, api_key=SECRET).chat("hi")
     assert "Received API Key" in str(info.value)  # the message itself is kept
-    assert "SECRET" not in shown(info.value)
+    assert SECRET[8:] not in shown(info.value)  # (the name SECRET is in the traceback's code)
 
 
 CREDENTIALS = {"userinfo": ("http://", "http://user:s3cretpw@", ""),
@@ -4138,21 +4140,20 @@ def test_credentials_in_base_url_are_never_shown(serve, raw_serve, caplog, name,
 
     refused = provider(type("Closed", (), {"url": f"http://127.0.0.1:{closed_port()}/v1"}),
                        timeout=5)
-    assert "s3cret" not in repr(refused)
     silent = provider(raw_serve([HOLD]), timeout=(5, 0.5))
     html = serve()
     html.script(Reply([NGINX_502.encode()], headers={"Content-Type": "text/html"},
                       framing="length"))
-    errors = []
-    for p, error in ((refused, ls.APIConnectionError), (silent, ls.APITimeoutError),
-                     (provider(html, timeout=5), ls.APIError)):
+    seen = {"repr": repr(refused)}
+    for what, p, error in (("refused", refused, ls.APIConnectionError),
+                           ("read timeout", silent, ls.APITimeoutError),
+                           ("text/html", provider(html, timeout=5), ls.APIError)):
         with pytest.raises(error) as info:
             p.chat("hi")
-        errors.append(info.value)
+        seen[what] = shown(info.value)
+    seen["log"] = caplog.text
     assert len(html.requests) == 1  # the html case did reach its server
-    for exc in errors:
-        assert "s3cret" not in shown(exc)
-    assert "s3cret" not in caplog.text
+    assert [what for what, text in seen.items() if "s3cret" in text] == []
 
 
 HEADER_SECRET = "hdr-SECRET-0123456789-zz"
@@ -4167,13 +4168,16 @@ def test_secrets_in_headers_echoed_by_the_server_are_masked(server, name, header
     def echo(make: Any) -> Any:
         return lambda req: make(f"Received {header}: {req.headers.get(header.lower())}")
 
-    for reply in (echo(lambda m: json_error(401, m)), echo(lambda m: in_stream_error(name, m))):
+    leaks = []
+    for what, reply in (("http error", echo(lambda m: json_error(401, m))),
+                        ("in-stream error", echo(lambda m: in_stream_error(name, m)))):
         server.script(reply)
         with pytest.raises(ls.APIError) as info:
             p.chat("hi")
         assert server.requests[-1].headers[header.lower()] == value  # it was sent
         assert f"Received {header}" in str(info.value)
-        assert "SECRET-0123" not in shown(info.value)
+        leaks += [what] if "SECRET-0123" in shown(info.value) else []
+    assert leaks == []
 
 
 # -- issue 11: correct answers are not lost or refused -----------------------
