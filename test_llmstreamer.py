@@ -3939,6 +3939,7 @@ def compressible(rng: random.Random, size: int) -> bytes:
     return (unit * (size // len(unit) + 1))[:size]
 
 
+# NEW INTERFACE: ls._gunzip(iterator of bytes) -> iterator of pieces of at most 1 MiB.
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_gunzip_multi_member_any_split_matches_gzip_decompress(data):
@@ -4004,6 +4005,7 @@ def test_gzip_members_through_a_server_do_not_hang(server, name):
 # -- issue 11: deadline= and stall_timeout= hold while a read is blocked -----
 # The read timeout is 30 s and a silent connection is dropped by the server
 # after 6 s: only the limit under test can end these calls in time.
+# NEW INTERFACE: the APITimeoutError's message names the limit that fired.
 
 
 def check_timeout(exc: Any, elapsed: float, limit: float, word: str, partial: str = "") -> None:
@@ -4085,6 +4087,7 @@ def test_key_with_a_trailing_newline_is_stripped(server, name):
     assert server.requests[0].headers[header] == scheme + "sk-abc123secret"
 
 
+# NEW INTERFACE: the key is checked by the call itself, before it returns a stream.
 @pytest.mark.parametrize("call", ["stream_events", "stream_chat", "chat"])
 @pytest.mark.parametrize("key", ["sk-abc\u200b123secret", "sk-abc\n123secret"],
                          ids=["zero_width_space", "inner_newline"])
@@ -4256,6 +4259,7 @@ def test_forked_child_gets_its_own_connection(server, provider):
     assert provider.chat("parent again").text == "parent again"
 
 
+# NEW INTERFACE: Stream.close() may be called from any thread, at any time.
 @pytest.mark.parametrize("name", PROVIDER_NAMES)
 def test_close_from_another_thread_unblocks_the_reader(server, name):
     head, partial = head_of(name)
