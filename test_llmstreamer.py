@@ -13,13 +13,16 @@ chunk with empty `choices`, `data: [DONE]`).
 from __future__ import annotations
 
 import configparser
+import contextlib
 import gc
+import gzip
 import http
 import http.client
 import inspect
 import json
 import logging
 import os
+import random
 import re
 import signal
 import socket
@@ -35,8 +38,9 @@ from dataclasses import FrozenInstanceError, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional, Tuple
 
+import hypothesis
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import llmstreamer as ls
@@ -5910,3 +5914,720 @@ def test_every_event_field_default_is_a_class_attribute():
         if f.name != "type":
             assert f.default_factory is dataclasses.MISSING, f.name
             assert getattr(ls.Event, f.name) == f.default, f.name
+
+
+# Issue 11: reliability and security. Every limit holds, every secret stays
+# home, nothing hangs. Written before the fix: each test fails (or is stopped
+# by its hard time bound) on the code it was written against. Tests marked
+# "NEW INTERFACE" exercise behaviour the lead's transport rewrite adds.
+# --------------------------------------------------------------------------
+
+MIB = 1024 * 1024
+RAW_HOLD_LIMIT = 6.0  # a silent raw connection is dropped after this long whatever happens
+SLACK = 2.0  # seconds allowed past a limit on a loaded 2-core machine
+LONG_READ = (5, 30)  # (connect, read): the read timeout must never be what ends a test
+
+
+class Hung(BaseException):
+    """The code under test went past its hard time bound (a BaseException, so
+    no `except Exception` in the library and no hypothesis shrinking loop
+    swallows or repeats it)."""
+
+
+@contextlib.contextmanager
+def hard_limit(seconds: float) -> Any:
+    """Interrupt the main thread after `seconds`, even in a loop that never
+    reads from a socket (SIGALRM; the library's loops are Python code)."""
+    if not hasattr(signal, "setitimer"):
+        pytest.skip("needs signal.setitimer")
+
+    def fire(signum: int, frame: Any) -> None:
+        raise Hung(f"still running after {seconds}s")
+
+    old = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+HOLD, RST, CLOSE = "hold", "rst", "close"
+
+
+class RawServer:
+    """A bare TCP server on 127.0.0.1:0, for what http.server cannot do wrong.
+
+    Each connection reads a request (head and Content-Length body), records
+    it, and plays the next script (the last one repeats): bytes are one write
+    (TCP_NODELAY), a number sleeps, HOLD stays silent until the client hangs
+    up, RST resets the connection (SO_LINGER 0), CLOSE closes it. After a
+    script the connection waits for the next request. Every loop is bounded.
+    """
+
+    def __init__(self, *scripts: List[Any]) -> None:
+        self.scripts = list(scripts) or [[]]
+        self.requests: List[bytes] = []  # request heads
+        self.connections = 0
+        self.client_closed = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._socks: List[socket.socket] = []
+        self._threads: List[threading.Thread] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self.port = self._listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self._spawn(self._accept)
+
+    def _spawn(self, target: Any, *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+                self._socks.append(conn)
+            self._spawn(self._serve, conn)
+
+    def _recv(self, conn: socket.socket, limit: float) -> Optional[bytes]:
+        """Some bytes; b"" at EOF; None when `limit` passed or the server stops."""
+        conn.settimeout(0.05)
+        end = time.monotonic() + limit
+        while time.monotonic() < end and not self._stop.is_set():
+            try:
+                return conn.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return b""
+        return None
+
+    def _read_request(self, conn: socket.socket) -> bool:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            more = self._recv(conn, HOLD_LIMIT)
+            if not more:
+                return False
+            data += more
+        head, _, body = data.partition(b"\r\n\r\n")
+        size = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+        while size and len(body) < int(size.group(1)):
+            more = self._recv(conn, HOLD_LIMIT)
+            if not more:
+                return False
+            body += more
+        with self._lock:
+            self.requests.append(head)
+        return True
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            while not self._stop.is_set() and self._read_request(conn):
+                with self._lock:
+                    script = self.scripts.pop(0) if len(self.scripts) > 1 else self.scripts[0]
+                for step in script:
+                    if isinstance(step, bytes):
+                        conn.settimeout(HOLD_LIMIT)
+                        conn.sendall(step)
+                    elif step == HOLD:
+                        if self._recv(conn, RAW_HOLD_LIMIT) == b"":
+                            self.client_closed.set()
+                        return
+                    elif step == RST:
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                        struct.pack("ii", 1, 0))
+                        return
+                    elif step == CLOSE:
+                        return
+                    else:
+                        self._stop.wait(step)
+        except OSError:  # the client hung up mid-response
+            self.client_closed.set()
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        with self._lock:
+            socks, threads = list(self._socks), list(self._threads)
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for thread in threads:
+            thread.join(5)
+
+
+@pytest.fixture
+def raw_serve():
+    """Start RawServers on demand; all are stopped at teardown."""
+    servers: List[RawServer] = []
+
+    def start(*scripts: List[Any]) -> RawServer:
+        servers.append(RawServer(*scripts))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def raw_head(status: str = "200 OK", *headers: str) -> bytes:
+    return ("\r\n".join([f"HTTP/1.1 {status}", *headers]) + "\r\n\r\n").encode("latin-1")
+
+
+SSE_HEAD = raw_head("200 OK", "Content-Type: text/event-stream", "Transfer-Encoding: chunked")
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def chunk_frame(data: bytes, ext: bytes = b"") -> bytes:
+    return b"%x%s\r\n%s\r\n" % (len(data), ext, data)
+
+
+def transcript(name: str, big: int = 0) -> Tuple[List[bytes], str]:
+    """A whole answer in `name`'s wire format, one piece per event, and its
+    text; `big` adds a first text delta of that many bytes (compressible)."""
+    filler = "z" * big
+    if name == "openai":
+        frames = [ROLE, *([text(filler)] if big else []), *TEXT[1:]]
+        return [sse(f) for f in frames], filler + "Hello, world!"
+    if name == "anthropic":
+        extra = [ant_delta(0, {"type": "text_delta", "text": filler})] if big else []
+        frames = [*ANT_TEXT[:3], *extra, *ANT_TEXT[3:]]
+        return [f.encode() for f in frames], filler + "Hello wörld ✓"
+    extra = [gem([{"text": filler}])] if big else []
+    return [gem_sse(c) for c in (GEM_TEXT[0], *extra, *GEM_TEXT[1:])], filler + "Hello there ✓"
+
+
+def head_of(name: str) -> Tuple[List[bytes], str]:
+    """The first events of an answer (some text, no terminal signal) and that text."""
+    if name == "openai":
+        return pieces(ROLE, text("Hel")), "Hel"
+    if name == "anthropic":
+        return [f.encode() for f in ANT_TEXT[:4]], "Hello"
+    return [gem_sse(GEM_TEXT[0]), gem_sse(GEM_TEXT[1])], "Hello"
+
+
+def raw_answer(name: str) -> List[bytes]:
+    """A whole chunked SSE response, one chunk per event."""
+    return [SSE_HEAD, *[chunk_frame(p) for p in transcript(name)[0]], LAST_CHUNK]
+
+
+def at(name: str, server: Any, **kw: Any) -> Any:
+    """A provider of kind `name` talking to `server` (Server or RawServer)."""
+    kw = {"api_key": "k-test", "max_retries": 0, "timeout": 5, **kw}
+    return ls._PROVIDERS[name].__class__(base_url=base_url(name, server), **kw)
+
+
+def timed(fn: Any) -> Tuple[Optional[BaseException], float]:
+    """What fn() raised (None if nothing) and how long it took."""
+    t0 = time.monotonic()
+    try:
+        fn()
+    except Exception as exc:
+        return exc, time.monotonic() - t0
+    return None, time.monotonic() - t0
+
+
+def shown(exc: BaseException) -> str:
+    """Everything a user may see of an exception: str, repr, args, the
+    formatted traceback with its chain, and an API error's body and message."""
+    out = [str(exc), repr(exc), repr(exc.args),
+           "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))]
+    out += [repr(getattr(exc, "body", None)), repr(getattr(exc, "message", None))]
+    return "\n".join(out)
+
+
+# -- issue 11: multi-member gzip inflates in bounded pieces, and never spins --
+
+
+def compressible(rng: random.Random, size: int) -> bytes:
+    unit = rng.randbytes(rng.choice([1, 7, 64, 1000]))
+    return (unit * (size // len(unit) + 1))[:size]
+
+
+# NEW INTERFACE: ls._gunzip(iterator of bytes) -> iterator of pieces of at most 1 MiB.
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_gunzip_multi_member_any_split_matches_gzip_decompress(data):
+    rng = random.Random(data.draw(st.integers(0, 2**32), label="seed"))
+    sizes = data.draw(st.lists(st.sampled_from([0, 1, 100, 70_000, MIB - 1, MIB + 1, 3 * MIB])
+                               | st.integers(0, 2 * MIB), min_size=1, max_size=4), label="sizes")
+    wire = b"".join(gzip.compress(compressible(rng, n), mtime=0) for n in sizes)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=8), label="cuts"))
+    reads = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)])]
+    with hard_limit(20):  # today: an endless loop when a member > 1 MiB shares a read
+        out = list(ls._gunzip(iter(reads)))
+    assert all(len(piece) <= MIB for piece in out)
+    assert b"".join(out) == gzip.decompress(wire)
+
+
+GUNZIP_HANG = """
+import gzip, llmstreamer as ls
+wire = gzip.compress(b"a" * (2 * 1024 * 1024)) + gzip.compress(b"tail")
+out = list(ls._gunzip(iter([wire])))
+print(sum(map(len, out)), max(map(len, out)))
+"""
+
+
+def test_gunzip_two_members_in_one_read_does_not_hang():
+    # Today: 100 % CPU forever, memory creeping; a child keeps pytest safe.
+    try:
+        done = subprocess.run([sys.executable, "-c", GUNZIP_HANG], env=child_env(),
+                              capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("_gunzip spun for 30 s on two gzip members in one read")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(2 * MIB + 4), str(MIB)]
+
+
+GZIP_CHAT = """
+import json, sys, llmstreamer as ls
+p = ls._PROVIDERS[sys.argv[1]].__class__(api_key="k", base_url=sys.argv[2], max_retries=0,
+                                         timeout=5)
+c = p.chat("hi")
+print(json.dumps([len(c.text), c.text[-5:]]))
+"""
+
+
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_gzip_members_through_a_server_do_not_hang(server, name):
+    frames, expected = transcript(name, big=MIB + MIB // 2)
+    # two members in one write, the first inflating past 1 MiB
+    after_big = next(i for i, f in enumerate(frames) if len(f) > MIB) + 1
+    wire = (gzip.compress(b"".join(frames[:after_big]))
+            + gzip.compress(b"".join(frames[after_big:])))
+    assert len(wire) < 65536  # one read holds both members
+    server.script(Reply([wire], headers={"Content-Type": "text/event-stream",
+                                         "Content-Encoding": "gzip"}))
+    try:
+        done = subprocess.run([sys.executable, "-c", GZIP_CHAT, name, base_url(name, server)],
+                              env=child_env(), capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a gzip answer of two members hung the client for 30 s")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [len(expected), expected[-5:]]
+
+
+# -- issue 11: deadline= and stall_timeout= hold while a read is blocked -----
+# The read timeout is 30 s and a silent connection is dropped by the server
+# after 6 s: only the limit under test can end these calls in time.
+# NEW INTERFACE: the APITimeoutError's message names the limit that fired.
+
+
+def check_timeout(exc: Any, elapsed: float, limit: float, word: str, partial: str = "") -> None:
+    assert isinstance(exc, ls.APITimeoutError), repr(exc)
+    assert elapsed < limit + SLACK, f"raised after {elapsed:.1f}s"
+    assert word in str(exc), str(exc)
+    assert isinstance(exc.partial, ls.Completion)
+    assert exc.partial.text == partial
+
+
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_deadline_fires_on_a_server_silent_mid_stream(raw_serve, name):
+    head, partial = head_of(name)
+    server = raw_serve([SSE_HEAD, *map(chunk_frame, head), HOLD])
+    p = at(name, server, timeout=LONG_READ, deadline=1.5)
+    exc, elapsed = timed(lambda: p.chat("hi"))
+    check_timeout(exc, elapsed, 1.5, "deadline", partial)
+
+
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_deadline_fires_on_a_server_that_never_sends_headers(raw_serve, name):
+    server = raw_serve([HOLD])
+    p = at(name, server, timeout=LONG_READ, deadline=1.5)
+    exc, elapsed = timed(lambda: p.chat("hi"))
+    check_timeout(exc, elapsed, 1.5, "deadline")
+
+
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_deadline_fires_on_headers_trickled_a_byte_at_a_time(raw_serve, name):
+    trickle: List[Any] = []
+    for byte in SSE_HEAD:  # ~15 s of headers, each byte well inside the read timeout
+        trickle += [bytes([byte]), 0.2]
+    server = raw_serve([*trickle, *raw_answer(name)[1:]])
+    p = at(name, server, timeout=LONG_READ, deadline=1.5)
+    exc, elapsed = timed(lambda: p.chat("hi"))
+    check_timeout(exc, elapsed, 1.5, "deadline")
+
+
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_retry_whose_wait_crosses_the_deadline_is_not_attempted(server, name):
+    server.script(json_error(429, "slow down", **{"Retry-After": "5"}), answer_reply(name))
+    p = at(name, server, timeout=LONG_READ, deadline=1.5, max_retries=2)
+    exc, elapsed = timed(lambda: p.chat("hi"))
+    assert isinstance(exc, ls.RateLimitError), repr(exc)  # the last error, at once
+    assert elapsed < 3.0, f"raised after {elapsed:.1f}s"
+    assert len(server.requests) == 1
+    assert isinstance(exc.partial, ls.Completion)
+
+
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_stall_timeout_fires_on_total_silence_mid_stream(raw_serve, name):
+    head, partial = head_of(name)
+    server = raw_serve([SSE_HEAD, *map(chunk_frame, head), HOLD])
+    p = at(name, server, timeout=LONG_READ, stall_timeout=1)
+    exc, elapsed = timed(lambda: p.chat("hi"))
+    check_timeout(exc, elapsed, 1, "stall_timeout", partial)
+
+
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_stall_timeout_fires_on_silence_before_headers(raw_serve, name):
+    server = raw_serve([HOLD])
+    p = at(name, server, timeout=LONG_READ, stall_timeout=1)
+    exc, elapsed = timed(lambda: p.chat("hi"))
+    check_timeout(exc, elapsed, 1, "stall_timeout")
+
+
+# -- issue 11: every configured secret stays home ----------------------------
+
+KEY_HEADER = {"openai": ("authorization", "Bearer "), "anthropic": ("x-api-key", ""),
+              "gemini": ("x-goog-api-key", "")}
+
+
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_key_with_a_trailing_newline_is_stripped(server, name):
+    server.script(answer_reply(name))
+    c = at(name, server, api_key="sk-abc123secret\n").chat("hi")
+    assert c.text == transcript(name)[1]
+    header, scheme = KEY_HEADER[name]
+    assert server.requests[0].headers[header] == scheme + "sk-abc123secret"
+
+
+# NEW INTERFACE: the key is checked by the call itself, before it returns a stream.
+@pytest.mark.parametrize("call", ["stream_events", "stream_chat", "chat"])
+@pytest.mark.parametrize("key", ["sk-abc\u200b123secret", "sk-abc\n123secret"],
+                         ids=["zero_width_space", "inner_newline"])
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_key_that_cannot_be_a_header_is_refused_at_the_call(server, caplog, name, key, call):
+    caplog.set_level(logging.DEBUG, logger="llmstreamer")
+    p = at(name, server, api_key=key, max_retries=2)
+    with pytest.raises((ls.AuthenticationError, ValueError)) as info:
+        getattr(p, call)("hi")  # raised by the call itself, before any iteration
+    assert "123secret" not in shown(info.value)
+    assert "123secret" not in caplog.text
+    assert server.requests == [] and server.connections == 0  # no I/O, nothing retried
+
+
+def in_stream_error(name: str, message: str) -> Reply:
+    if name == "openai":
+        return Reply(pieces(ROLE, {"error": {"message": message, "type": "invalid_request_error",
+                                             "code": "invalid_api_key"}}))
+    if name == "anthropic":
+        return ant_reply(ant_start(), ant("error", {"error": {"type": "authentication_error",
+                                                               "message": message}}))
+    return Reply([gem_sse({"error": {"code": 401, "message": message,
+                                     "status": "UNAUTHENTICATED"}})])
+
+
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_key_echoed_in_an_in_stream_error_is_masked(server, name):
+    server.script(in_stream_error(name, f"Received API Key = {SECRET}"))
+    with pytest.raises(ls.APIError) as info:
+        at(name, server, api_key=SECRET).chat("hi")
+    assert "Received API Key" in str(info.value)  # the message itself is kept
+    assert SECRET[8:] not in shown(info.value)  # (the name SECRET is in the traceback's code)
+
+
+CREDENTIALS = {"userinfo": ("http://", "http://user:s3cretpw@", ""),
+               "query": ("", "", "?key=s3cretkey")}
+
+
+def with_credentials(url: str, how: str) -> str:
+    old, new, query = CREDENTIALS[how]
+    return url.replace(old, new, 1) + query if old else url + query
+
+
+@pytest.mark.parametrize("how", sorted(CREDENTIALS))
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_credentials_in_base_url_are_never_shown(serve, raw_serve, caplog, name, how):
+    caplog.set_level(logging.DEBUG, logger="llmstreamer")
+
+    def provider(url_of: Any, **kw: Any) -> Any:
+        url = with_credentials(base_url(name, url_of), how)
+        return ls._PROVIDERS[name].__class__(api_key="k-test", base_url=url, max_retries=0,
+                                             **kw)
+
+    refused = provider(type("Closed", (), {"url": f"http://127.0.0.1:{closed_port()}/v1"}),
+                       timeout=5)
+    silent = provider(raw_serve([HOLD]), timeout=(5, 0.5))
+    html = serve()
+    html.script(Reply([NGINX_502.encode()], headers={"Content-Type": "text/html"},
+                      framing="length"))
+    seen = {"repr": repr(refused)}
+    for what, p, error in (("refused", refused, ls.APIConnectionError),
+                           ("read timeout", silent, ls.APITimeoutError),
+                           ("text/html", provider(html, timeout=5), ls.APIError)):
+        with pytest.raises(error) as info:
+            p.chat("hi")
+        seen[what] = shown(info.value)
+    seen["log"] = caplog.text
+    assert len(html.requests) == 1  # the html case did reach its server
+    assert [what for what, text in seen.items() if "s3cret" in text] == []
+
+
+HEADER_SECRET = "hdr-SECRET-0123456789-zz"
+
+
+@pytest.mark.parametrize("header", ["Authorization", "api-key", "x-api-key", "x-goog-api-key"])
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_secrets_in_headers_echoed_by_the_server_are_masked(server, name, header):
+    value = ("Bearer " if header == "Authorization" else "") + HEADER_SECRET
+    p = at(name, server, api_key=None, headers={header: value})
+
+    def echo(make: Any) -> Any:
+        return lambda req: make(f"Received {header}: {req.headers.get(header.lower())}")
+
+    leaks = []
+    for what, reply in (("http error", echo(lambda m: json_error(401, m))),
+                        ("in-stream error", echo(lambda m: in_stream_error(name, m)))):
+        server.script(reply)
+        with pytest.raises(ls.APIError) as info:
+            p.chat("hi")
+        assert server.requests[-1].headers[header.lower()] == value  # it was sent
+        assert f"Received {header}" in str(info.value)
+        leaks += [what] if "SECRET-0123" in shown(info.value) else []
+    assert leaks == []
+
+
+# -- issue 11: correct answers are not lost or refused -----------------------
+
+
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_1xx_interim_response_is_skipped(raw_serve, name):
+    hints = raw_head("103 Early Hints", "Link: </style.css>; rel=preload; as=style")
+    server = raw_serve([hints, 0.05, *raw_answer(name)])
+    p = fast_retries(at(name, server))
+    c = p.chat("hi")
+    assert (c.text, c.retries) == (transcript(name)[1], 0)
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("name", ["openai", "gemini"])
+def test_complete_answer_then_reset_is_the_answer(raw_serve, name):
+    frames, expected = transcript(name)
+    if name == "openai":
+        frames = frames[:-1]  # finish_reason, then no [DONE]
+    server = raw_serve([SSE_HEAD, *map(chunk_frame, frames), 0.05, RST], raw_answer(name))
+    p = at(name, server)
+    c = p.chat("hi")
+    assert (c.text, c.finish_reason) == (expected, "stop")
+    assert p.chat("hi").text == expected  # the next call works...
+    assert server.connections == 2  # ...on a new connection
+
+
+def test_openai_chunk_with_error_null_streams_normally(server, provider):
+    server.script(Reply(pieces(chunk({"role": "assistant", "content": ""}, error=None),
+                               text("Hel", error=None), text("lo", error=None),
+                               finish("stop", error=None), DONE)))
+    c = provider.chat("hi")
+    assert (c.text, c.finish_reason) == ("Hello", "stop")
+
+
+# -- issue 11: lifecycle -----------------------------------------------------
+
+
+def echo_prompt(req: Request) -> Reply:
+    return Reply(pieces(ROLE, text(req.json["messages"][-1]["content"]), finish(), DONE))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_gets_its_own_connection(server, provider):
+    server.script(echo_prompt)
+    assert provider.chat("parent").text == "parent"  # a connection is now pooled
+    assert server.connections == 1
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            os.close(read_end)
+            got: Dict[str, Any] = {"text": provider.chat("child").text}
+            code = 0
+        except BaseException as exc:
+            got = {"error": repr(exc)}
+        finally:
+            try:
+                os.write(write_end, json.dumps(got).encode())
+            finally:
+                os._exit(code)
+    os.close(write_end)
+    end = time.monotonic() + 30
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > end:  # a child that hangs is killed, never waited for
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            break
+        time.sleep(0.02)
+    with os.fdopen(read_end, "rb") as pipe:
+        report = json.loads(pipe.read() or b'{"error": "the child was killed"}')
+    assert report == {"text": "child"}
+    assert server.connections == 2  # the child did not use the parent's socket
+    assert provider.chat("parent again").text == "parent again"
+
+
+# NEW INTERFACE: Stream.close() may be called from any thread, at any time.
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_close_from_another_thread_unblocks_the_reader(server, name):
+    head, partial = head_of(name)
+    server.script(Reply(head, hold=True))
+    stream = at(name, server, timeout=LONG_READ).stream_chat("hi")
+    assert next(stream) == partial
+    reading = threading.Event()
+    outcome: Dict[str, Any] = {}
+
+    def reader() -> None:
+        reading.set()
+        try:
+            while True:
+                next(stream)
+        except StopIteration:
+            outcome["end"] = "stop"
+        except BaseException as exc:
+            outcome["end"] = exc
+
+    def closer() -> None:
+        t0 = time.monotonic()
+        try:
+            stream.close()
+            outcome["close"] = None
+        except BaseException as exc:
+            outcome["close"] = exc
+        outcome["close_took"] = time.monotonic() - t0
+
+    threads = [threading.Thread(target=reader, daemon=True),
+               threading.Thread(target=closer, daemon=True)]
+    threads[0].start()
+    assert reading.wait(5)
+    time.sleep(0.3)  # the reader is now blocked on the silent server
+    threads[1].start()
+    threads[1].join(5)
+    assert outcome.get("close", "still running") is None, outcome
+    assert outcome["close_took"] < 1.0
+    threads[0].join(3)
+    assert not threads[0].is_alive(), "the reader is still blocked after close()"
+    end = outcome["end"]
+    assert end == "stop" or isinstance(end, ls.LLMStreamerError), repr(end)
+    assert server.client_closed.wait(2), "the server never saw the connection close"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+@pytest.mark.parametrize("call", ["stream_events", "stream_chat", "chat"])
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_base_url_without_a_scheme_is_a_value_error_at_the_call(server, name, call, host):
+    url = base_url(name, server).replace("http://127.0.0.1", host, 1)
+    p = ls._PROVIDERS[name].__class__(api_key="k-test", base_url=url, max_retries=2, timeout=5)
+    with pytest.raises(ValueError, match="http://"):
+        getattr(p, call)("hi")
+    assert server.connections == 0 and server.requests == []
+
+
+# -- issue 11: transport fuzz: any framing, split or cut gives the answer or a
+# typed error, within a hard time bound --------------------------------------
+
+
+@dataclass(repr=False)
+class Wire:
+    """One scripted response for the fuzz test, and the answer it holds."""
+
+    name: str
+    expected: str
+    writes: List[Any]  # RawServer script: bytes and pauses, then RST/CLOSE if any
+    cut: bool  # the response was cut short (closed or reset at some byte)
+
+    def __repr__(self) -> str:  # the bytes can be megabytes: show their shape
+        shape = [f"{len(w)}B {w[:120]!r}..." if isinstance(w, bytes) else w
+                 for w in self.writes]
+        return f"Wire({self.name}, cut={self.cut}, expected {len(self.expected)} chars, {shape})"
+
+
+def frame_body(body: bytes, framing: str, sizes: List[int], ext: bytes,
+               trailers: bytes) -> Tuple[List[str], bytes]:
+    if framing == "chunked":
+        framed, pos, i = [], 0, 0
+        while pos < len(body):
+            size = sizes[i % len(sizes)]
+            framed.append(chunk_frame(body[pos:pos + size], ext))
+            pos, i = pos + size, i + 1
+        return ["Transfer-Encoding: chunked"], b"".join(framed) + b"0\r\n" + trailers + b"\r\n"
+    if framing == "length":
+        return [f"Content-Length: {len(body)}"], body
+    return ["Connection: close"], body
+
+
+@st.composite
+def wires(draw: Any) -> Wire:
+    name = draw(st.sampled_from(PROVIDER_NAMES), label="provider")
+    big = draw(st.sampled_from([0, 0, 5000, MIB + 1000]), label="big")
+    frames, expected = transcript(name, big)
+    body = b"".join(frames)
+    bounds = [sum(map(len, frames[:i])) for i in range(len(frames) + 1)]  # between events
+    head = ["Content-Type: text/event-stream"]
+    if draw(st.booleans(), label="gzip"):
+        cuts = sorted(draw(st.lists(st.sampled_from(bounds) | st.integers(0, len(body)),
+                                    max_size=3), label="members"))
+        body = b"".join(gzip.compress(body[a:b], mtime=0)
+                        for a, b in zip([0, *cuts], [*cuts, len(body)]))
+        head.append("Content-Encoding: gzip")
+    framing = draw(st.sampled_from(["chunked", "close", "length"]), label="framing")
+    sizes = draw(st.lists(st.sampled_from([1, 2, 7, 100, 4096, 65536, 200_000]),
+                          min_size=1, max_size=6), label="chunk sizes")
+    if len(body) > 100_000:
+        sizes = [max(s, 1000) for s in sizes]
+    ext = draw(st.sampled_from([b"", b";name=value", b';a=1;b="x y"']), label="ext")
+    trailers = draw(st.sampled_from([b"", b"X-Trailer: yes\r\n", b"A: 1\r\nB: 2\r\n"]),
+                    label="trailers")
+    fields, body = frame_body(body, framing, sizes, ext, trailers)
+    top = raw_head("200 OK", *head, *fields)
+    cut = draw(st.none() | st.tuples(st.integers(0, len(body)), st.sampled_from([CLOSE, RST])),
+               label="cut")
+    wire = top + (body[:cut[0]] if cut else body)
+    splits = sorted(draw(st.lists(st.integers(1, max(1, len(wire) - 1)), max_size=5),
+                         label="splits"))
+    writes: List[Any] = []
+    for a, b in zip([0, *splits], [*splits, len(wire)]):
+        writes += [wire[a:b], draw(st.sampled_from([0, 0.001, 0.005]), label="pause")]
+    end = [cut[1]] if cut else [CLOSE] if framing == "close" else []
+    return Wire(name, expected, [*writes, *end], cut is not None)
+
+
+def gzip_spin_wire() -> Wire:
+    """Two gzip members in one write, the first inflating past 1 MiB."""
+    frames, expected = transcript("openai", MIB + 1000)
+    body = gzip.compress(b"".join(frames[:2])) + gzip.compress(b"".join(frames[2:]))
+    fields, body = frame_body(body, "chunked", [65536], b"", b"")
+    top = raw_head("200 OK", "Content-Type: text/event-stream", "Content-Encoding: gzip", *fields)
+    return Wire("openai", expected, [top + body], False)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@hypothesis.example(wire=gzip_spin_wire())  # `example` is the examples' runner here
+@given(wire=wires())
+def test_fuzz_transport(wire):
+    server = RawServer(wire.writes)
+    try:
+        p = at(wire.name, server, timeout=5)
+        with hard_limit(30):
+            try:
+                c = p.chat("hi")
+            except ls.LLMStreamerError:
+                assert wire.cut, "a whole, well-formed response was refused"
+            else:
+                assert c.text == wire.expected
+    finally:
+        server.stop()
