@@ -37,6 +37,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "ServerError",
+    "Stream",
     "ToolCall",
     "Usage",
     "anthropic",
@@ -62,6 +63,7 @@ import socket
 import sys
 import threading
 import time
+import weakref
 import zlib
 from dataclasses import dataclass, field
 from typing import (
@@ -71,6 +73,7 @@ from typing import (
     Dict,
     FrozenSet,
     Generator,
+    Generic,
     Iterable,
     Iterator,
     List,
@@ -80,6 +83,7 @@ from typing import (
     Set,
     Tuple,
     Type,
+    TypeVar,
     Union,
 )
 from urllib.parse import urlsplit
@@ -1040,7 +1044,12 @@ def _dechunk(raw: Any, fp: httpclient.HTTPResponse,
 
 def _gunzip(body: Iterator[bytes]) -> Iterator[bytes]:
     """Content-Encoding: gzip, of one or more members, inflated as it arrives,
-    at most 1 MiB per piece (a compression bomb cannot make one piece huge)."""
+    at most 1 MiB per piece (a compression bomb cannot make one piece huge).
+
+    Every turn of the inner loop consumes input or yields output: a member's
+    end is checked before ``unconsumed_tail``, which still holds the bytes
+    past that end (they are in ``unused_data`` too), and inflating them
+    again would return nothing, forever."""
     limit = 16 * _READ_SIZE
     dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
     for data in body:
@@ -1051,11 +1060,11 @@ def _gunzip(body: Iterator[bytes]) -> Iterator[bytes]:
                 raise u3.DecodeError(f"bad gzip body: {exc}") from exc
             if out:
                 yield out
-            if dec.unconsumed_tail:
-                data = dec.unconsumed_tail
-            elif dec.eof and dec.unused_data:  # another member follows
+            if dec.eof:  # a member ended; another may follow
                 data = dec.unused_data
                 dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            elif dec.unconsumed_tail:  # output was capped at `limit`: go on
+                data = dec.unconsumed_tail
             else:
                 data = b""
     rest = dec.flush()
@@ -1082,6 +1091,338 @@ def _drain(resp: requests.Response, chunks: Iterator[bytes]) -> None:
                 return
     except (OSError, u3.HTTPError):
         pass  # not drained: close() drops the connection
+
+
+# ---------------------------------------------------- limits and closing ---
+
+
+class _Control:
+    """What the reader, the watchdog and ``Stream.close()`` share for one call.
+
+    A read blocked on a silent server cannot look at a clock. The watchdog
+    thread (for ``deadline`` and ``stall_timeout``) and ``close()`` from any
+    thread shut the call's socket down, which makes the blocked read return at
+    once; the reader then finds ``why`` set and raises (or stops) accordingly.
+    """
+
+    def __init__(self, deadline: Optional[float], stall: Optional[float]) -> None:
+        self.t0 = time.monotonic()
+        self.deadline_at = None if deadline is None else self.t0 + deadline
+        self.deadline, self.stall = deadline, stall
+        self.st: Optional[_State] = None  # the attempt being read
+        self.gen: Any = None  # weakref to the reading generator: is it running?
+        self.sock: Optional[socket.socket] = None
+        self.why: Optional[str] = None  # "deadline", "stall", "closed"
+        self.finished = False
+        self.completion: Optional[Completion] = None
+        self.lock = threading.Lock()
+        self.wake = threading.Event()  # interrupts a retry's wait
+
+    def attach(self, sock: Optional[socket.socket]) -> None:
+        """The socket this call reads now (a new one per attempt)."""
+        with self.lock:
+            self.sock = sock
+            killed = self.why is not None
+        if killed:
+            _shutdown(sock)
+
+    def kill(self, why: str) -> None:
+        with self.lock:
+            if self.finished or self.why is not None:
+                return
+            self.why = why
+            sock = self.sock
+        self.wake.set()
+        _shutdown(sock)
+
+    def left(self) -> Optional[float]:
+        """Seconds to the deadline, or None without one."""
+        return None if self.deadline_at is None else self.deadline_at - time.monotonic()
+
+    def due(self, now: float) -> Optional[float]:
+        """When the watchdog should look next, or None: nothing to watch."""
+        if self.finished or self.why is not None:
+            return None
+        times = [] if self.deadline_at is None else [self.deadline_at]
+        if self.stall is not None:
+            times.append(max(self.quiet_since() + self.stall, now + 0.01))
+        return min(times) if times else None
+
+    def check(self, now: float) -> None:
+        """The watchdog's look: kill a call past a limit."""
+        if self.deadline_at is not None and now >= self.deadline_at:
+            self.kill("deadline")
+            return
+        gen = self.gen() if self.gen is not None else None
+        # a consumer busy between events is not a silent server: only a
+        # running (reading) generator can stall
+        if (self.stall is not None and gen is not None and gen.gi_running
+                and now - self.quiet_since() >= self.stall):
+            self.kill("stall")
+
+    def quiet_since(self) -> float:
+        """When content last arrived (or the attempt began)."""
+        return self.st.t_content if self.st is not None else self.t0
+
+    def error(self, name: str) -> LLMStreamerError:
+        if self.why == "deadline":
+            return APITimeoutError(f"{name} stream passed its deadline of {self.deadline}s")
+        if self.why == "stall":
+            quiet = time.monotonic() - self.quiet_since()
+            return APITimeoutError(f"{name} sent no content for {quiet:.1f}s "
+                                   f"(stall_timeout={self.stall}s)")
+        return APIConnectionError(f"the {name} stream was closed")
+
+
+def _shutdown(sock: Optional[socket.socket]) -> None:
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class _Watchdog:
+    """One daemon thread that wakes when some call's deadline or stall limit
+    comes due (started with the first call that has one; again after fork)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.cond = threading.Condition()
+        self.calls: List[_Control] = []
+        thread = threading.Thread(target=self.run, name="llmstreamer-watchdog", daemon=True)
+        thread.start()
+
+    def add(self, control: _Control) -> None:
+        with self.cond:
+            self.calls.append(control)
+            self.cond.notify()
+
+    def run(self) -> None:
+        with self.cond:
+            while True:
+                now = time.monotonic()
+                for c in self.calls:
+                    c.check(now)
+                now = time.monotonic()
+                dues = [(c.due(now), c) for c in self.calls]
+                self.calls = [c for d, c in dues if d is not None]
+                wait = min((d for d, _ in dues if d is not None), default=None)
+                self.cond.wait(None if wait is None else max(wait - now, 0.005))
+
+
+_watchdog: Optional[_Watchdog] = None
+_watchdog_lock = threading.Lock()
+
+
+def _watch(control: _Control) -> None:
+    global _watchdog
+    with _watchdog_lock:
+        if _watchdog is None or _watchdog.pid != os.getpid():  # threads do not survive fork
+            _watchdog = _Watchdog()
+        dog = _watchdog
+    dog.add(control)
+
+
+_local = threading.local()  # the _Control of the call this thread is sending
+
+
+def _attach(sock: Any) -> None:
+    control = getattr(_local, "control", None)
+    if control is not None:
+        control.attach(sock)
+
+
+_adapter_class: Any = None
+
+
+def _adapter() -> requests.adapters.HTTPAdapter:
+    """requests' adapter with connections that (1) tell the call sending on
+    them which socket to shut down, so a limit or close() can end a request
+    still waiting for its headers, and (2) read past 1xx interim responses
+    (103 Early Hints, which CDNs send) to the final one. Built on first use:
+    requests and urllib3 are imported with the first request."""
+    global _adapter_class
+    if _adapter_class is None:
+        import urllib3.connection
+        import urllib3.connectionpool
+
+        class Response(httpclient.HTTPResponse):
+            def _read_status(self) -> Any:
+                for _ in range(64):
+                    version, status, reason = super()._read_status()  # type: ignore[misc]
+                    if not 100 <= status < 200 or status == 101:
+                        return version, status, reason
+                    httpclient._read_headers(self.fp)  # type: ignore[attr-defined]
+                raise httpclient.HTTPException("too many interim (1xx) responses")
+
+        def connection(base: Any) -> Any:
+            class Connection(base):  # type: ignore[misc]
+                response_class = Response
+
+                def connect(self) -> None:
+                    super().connect()
+                    _attach(self.sock)
+
+                def request(self, *args: Any, **kwargs: Any) -> None:
+                    if self.sock is not None:  # a pooled connection
+                        _attach(self.sock)
+                    super().request(*args, **kwargs)
+
+            return Connection
+
+        class Pool(urllib3.connectionpool.HTTPConnectionPool):
+            ConnectionCls = connection(urllib3.connection.HTTPConnection)
+
+        class TLSPool(urllib3.connectionpool.HTTPSConnectionPool):
+            ConnectionCls = connection(urllib3.connection.HTTPSConnection)
+
+        class Adapter(requests.adapters.HTTPAdapter):
+            def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+                super().init_poolmanager(*args, **kwargs)
+                self.poolmanager.pool_classes_by_scheme = {"http": Pool, "https": TLSPool}
+
+        _adapter_class = Adapter
+    # many threads share one provider: keep a connection per thread
+    adapter: requests.adapters.HTTPAdapter = _adapter_class(pool_connections=4,
+                                                            pool_maxsize=256)
+    return adapter
+
+
+# --------------------------------------------------------------- secrets ---
+
+_SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "x-goog-api-key",
+                             "proxy-authorization"})
+_SECRET_PARAMS = frozenset({"key", "api_key", "api-key", "apikey", "token", "access_token",
+                            "sig", "signature", "password"})
+
+
+def _header_safe(value: str) -> Optional[int]:
+    """The position of the first character that cannot go in a header value
+    (not Latin-1, or a control character), or None if it can."""
+    for i, ch in enumerate(value):
+        if ord(ch) > 255 or (ord(ch) < 32 and ch != "\t") or ord(ch) == 127:
+            return i
+    return None
+
+
+def _url_secrets(url: str) -> List[str]:
+    parts = urlsplit(url)
+    out = [parts.password] if parts.password else []
+    for pair in parts.query.split("&"):
+        name, _, value = pair.partition("=")
+        if value and name.lower() in _SECRET_PARAMS:
+            out.append(value)
+    return out
+
+
+def _safe_url(url: str, secrets: Iterable[str] = ()) -> str:
+    """The URL with its credentials masked, fit for a message or a log line."""
+    return _redact_text(url, list(secrets) + _url_secrets(url))
+
+
+def _redact_text(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, _mask(secret))
+    return text
+
+
+def _redact(value: Any, secrets: Sequence[str]) -> Any:
+    if isinstance(value, str):
+        return _redact_text(value, secrets)
+    if isinstance(value, dict):
+        return {k: _redact(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v, secrets) for v in value]
+    return value
+
+
+def _scrub(exc: LLMStreamerError, secrets: Sequence[str]) -> None:
+    """Mask every secret in an error we raise, even one a server echoed; drop
+    a chained low-level exception whose text holds one (a traceback shows it)."""
+    if not secrets:
+        return
+    exc.message = _redact_text(exc.message, secrets)
+    exc.args = (exc.message, *exc.args[1:])
+    if isinstance(exc, APIError):
+        exc.body = _redact(exc.body, secrets)
+    cause: Optional[BaseException] = exc.__cause__ or exc.__context__
+    for _ in range(8):
+        if cause is None:
+            break
+        if _redact_text(repr(cause) + str(cause), secrets) != repr(cause) + str(cause):
+            exc.__cause__ = None
+            exc.__suppress_context__ = True
+            break
+        cause = cause.__cause__ or cause.__context__
+
+
+# ---------------------------------------------------------------- Stream ---
+
+T = TypeVar("T")
+
+
+class Stream(Generic[T]):
+    """What ``stream_chat`` (text) and ``stream_events`` (events) return.
+
+    Iterate it; afterwards ``.completion`` is the ``Completion`` (``None``
+    until the stream ended). It keeps the generator protocol (``next``,
+    ``send``, ``throw``, ``close``, the Completion as ``StopIteration.value``)
+    and is a context manager that closes it. ``close()`` may be called from
+    any thread: a reader blocked on a silent server stops at once.
+
+        with ls.openai.stream_chat("Hi") as s:
+            for text in s:
+                print(text, end="")
+        print(s.completion.usage)
+    """
+
+    __slots__ = ("_control", "_gen")
+
+    def __init__(self, gen: Generator[T, Any, Any], control: _Control) -> None:
+        self._gen = gen
+        self._control = control
+
+    @property
+    def completion(self) -> Optional[Completion]:
+        return self._control.completion
+
+    @property
+    def closed(self) -> bool:
+        return self._control.why == "closed"
+
+    def __iter__(self) -> Iterator[T]:
+        # the generator itself: a for loop pays nothing per item for this class
+        return self._gen
+
+    def __next__(self) -> T:
+        return next(self._gen)
+
+    def send(self, value: Any) -> T:
+        return self._gen.send(value)
+
+    def throw(self, *args: Any) -> T:
+        return self._gen.throw(*args)
+
+    def close(self) -> None:
+        """Stop the stream and close its connection, from any thread."""
+        self._control.kill("closed")
+        try:
+            self._gen.close()
+        except ValueError:  # running in another thread: the kill ends it there
+            pass
+
+    def __enter__(self) -> Stream[T]:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = ("done" if self.completion is not None else
+                 self._control.why or ("ended" if self._control.finished else "open"))
+        return f"<llmstreamer.Stream {state}>"
 
 
 # ------------------------------------------------------------- providers ---
@@ -1141,6 +1482,7 @@ class _Provider:
         session: Optional[requests.Session] = None,
         stall_timeout: Optional[float] = None,
         deadline: Optional[float] = None,
+        auth: Any = None,
     ) -> None:
         """Configure once, reuse from any number of threads.
 
@@ -1153,7 +1495,10 @@ class _Provider:
         session: a ``requests.Session`` of your own (proxies, certificates, mounts).
         stall_timeout: raise ``APITimeoutError`` after this long without content,
             however many keep-alives arrive.
-        deadline: seconds for a whole stream, retries included.
+        deadline: seconds for a whole call: connecting, headers, body,
+            retries and the waits between them.
+        auth: anything ``requests`` accepts as ``auth=`` (an ``AuthBase`` that
+            refreshes an Azure Entra or Google Cloud token), on every attempt.
         """
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
@@ -1165,21 +1510,38 @@ class _Provider:
         self.max_retries = max_retries
         self.stall_timeout = stall_timeout  # keep-alives but no content this long
         self.deadline = deadline  # seconds for a whole stream, retries included
+        self.auth = auth
         self._session = session
+        self._own_session = session is None  # ours to replace in a forked child
+        self._pid = os.getpid()
         self._lock = threading.Lock()
+        self._no_stream_options: Set[str] = set()  # base URLs that rejected it
 
     def __repr__(self) -> str:
         key = self._key()
         masked = _mask(key) if key else None
-        return (f"{type(self).__name__}(base_url={self._base_url()!r}, "
+        base = _safe_url(self._base_url(), self._secrets())
+        return (f"{type(self).__name__}(base_url={base!r}, "
                 f"model={self._model(None)!r}, api_key={masked!r})")
 
     # settings are read at call time, so the default instances follow the env
 
     def _key(self) -> Optional[str]:
-        if self.api_key:
-            return self.api_key
-        return next((os.environ[e] for e in self.key_envs if os.environ.get(e)), None)
+        # a key read from a file or pasted keeps its newline: strip what
+        # surrounds it, never what is inside
+        if self.api_key and self.api_key.strip():
+            return self.api_key.strip()
+        return next((os.environ[e].strip() for e in self.key_envs
+                     if os.environ.get(e, "").strip()), None)
+
+    def _secrets(self) -> List[str]:
+        """Every configured secret, to be masked wherever a message could show it."""
+        out = [self._key() or ""]
+        for name, value in self.headers.items():
+            if name.lower() in _SECRET_HEADERS and isinstance(value, str):
+                out += [value, value.split(" ", 1)[-1]]  # "Bearer TOKEN": TOKEN too
+        out += _url_secrets(self._base_url())
+        return sorted({x for x in out if len(x) >= 4}, key=len, reverse=True)
 
     def _base_url(self) -> str:
         url = self.base_url or (os.environ.get(self.base_env) if self.base_env else None)
@@ -1191,7 +1553,19 @@ class _Provider:
 
     def _require_key(self, base_url: str) -> Optional[str]:
         key = self._key()
-        if not key and urlsplit(base_url).hostname == urlsplit(self.default_base_url).hostname:
+        if key is not None and _header_safe(key) is not None:
+            where = _header_safe(key) or 0
+            raise AuthenticationError(
+                f"the API key for {self.name} has a character that cannot be sent in an "
+                f"HTTP header (U+{ord(key[where]):04X} at position {where}; a zero-width "
+                "space or line break pasted with it?): copy the key again",
+                provider=self.name)
+        for name, value in self.headers.items():
+            if not isinstance(value, str) or _header_safe(value) is not None:
+                raise ValueError(f"headers[{name!r}] has a character that cannot be sent in "
+                                 "an HTTP header (a line break or a non-Latin-1 character)")
+        if (not key and self.auth is None
+                and urlsplit(base_url).hostname == urlsplit(self.default_base_url).hostname):
             raise AuthenticationError(
                 f"no API key for {self.name}: pass api_key= or set "
                 f"{' or '.join(self.key_envs)}",
@@ -1201,13 +1575,13 @@ class _Provider:
 
     def _get_session(self) -> requests.Session:
         with self._lock:
-            if self._session is None:
+            # a forked child must not read from its parent's pooled sockets
+            if self._session is None or (self._own_session and self._pid != os.getpid()):
                 s = requests.Session()
-                # many threads share one provider: keep a connection per thread
-                adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=256)
+                adapter = _adapter()
                 s.mount("https://", adapter)
                 s.mount("http://", adapter)
-                self._session = s
+                self._session, self._pid = s, os.getpid()
             return self._session
 
     # a protocol adapter is a request builder and a _Parser class
@@ -1239,7 +1613,7 @@ class _Provider:
     # public API
 
     def stream_events(self, messages: Messages, model: Optional[str] = None,
-                      **options: Any) -> Iterator[Event]:
+                      **options: Any) -> Stream[Event]:
         """Stream every delta as a typed ``Event``; the last one is ``done``.
 
         Arguments are checked here, before any network I/O: TypeError or
@@ -1254,18 +1628,27 @@ class _Provider:
         system = options.pop("system", None)
         msgs = _messages(messages, system)
         base_url = self._base_url()
+        if urlsplit(base_url).scheme not in ("http", "https"):
+            raise ValueError(f"base_url {_safe_url(base_url, self._secrets())!r} has no "
+                             "http:// or https:// scheme: write it as http://HOST:PORT/...")
         key = self._require_key(base_url)
         req = self._build(msgs, self._model(model), base_url, key, options)
-        return self._stream(req)
+        control = _Control(self.deadline, self.stall_timeout)
+        gen = self._stream(req, base_url, control)
+        control.gen = weakref.ref(gen)
+        if control.deadline is not None or control.stall is not None:
+            _watch(control)
+        return Stream(gen, control)
 
     def stream_chat(self, messages: Messages, model: Optional[str] = None,
-                    **options: Any) -> Generator[str, None, Completion]:
-        """Stream the text deltas; the generator returns the ``Completion``.
+                    **options: Any) -> Stream[str]:
+        """Stream the text deltas; afterwards ``.completion`` is the ``Completion``.
 
-            for text in ls.openai.stream_chat("Tell me a joke"):
+            for text in (s := ls.openai.stream_chat("Tell me a joke")):
                 print(text, end="", flush=True)
         """
-        return _texts(self.stream_events(messages, model, **options))
+        events = self.stream_events(messages, model, **options)
+        return Stream(_texts(events), events._control)
 
     def chat(self, messages: Messages, model: Optional[str] = None,
              **options: Any) -> Completion:
@@ -1273,68 +1656,114 @@ class _Provider:
 
             print(ls.openai.chat("Tell me a joke").text)
         """
-        completion = None
-        for ev in self.stream_events(messages, model, **options):
-            completion = ev.completion
-        assert completion is not None  # the stream always ends with "done"
-        return completion
+        stream = self.stream_events(messages, model, **options)
+        for _ in stream:
+            pass
+        assert stream.completion is not None  # the stream always ends with "done"
+        return stream.completion
 
     # the core
 
-    def _stream(self, req: _Request) -> Iterator[Event]:
+    def _stream(self, req: _Request, base_url: str, control: _Control
+                ) -> Generator[Event, None, None]:
         session = self._get_session()
         retries = 0
-        t_start = time.monotonic()
-        while True:
-            st = _State(self.name, req.model)
-            st.retries, st.t0 = retries, t_start  # ttft and deadline count retries
-            try:
-                resp = self._open(session, req)
+        try:
+            while True:
+                st = _State(self.name, req.model)
+                st.retries, st.t0 = retries, control.t0  # ttft and deadline count retries
+                control.st = st
                 try:
-                    whole = self._check(resp, req)
-                    chunks = _read_chunks(resp.raw)
-                    yield from self._events(chunks, st, whole)
-                    _drain(resp, chunks)  # the caller read past "done": reuse the connection
-                finally:
-                    resp.close()
-                return
-            except LLMStreamerError as exc:
-                exc.partial = st.completion()
-                wait = self._retry_wait(exc, st)
-                if wait is None:
-                    raise
-                retries += 1
-                log.info("%s: retry %d/%d in %.2fs after: %s", self.name,
-                         retries, self.max_retries, wait, exc)
-                time.sleep(wait)
+                    resp = self._open(session, req, control)
+                    try:
+                        control.attach(getattr(resp.raw.connection, "sock", None))
+                        whole = self._check(resp, req)
+                        chunks = _read_chunks(resp.raw)
+                        yield from self._events(chunks, st, whole, control)
+                        _drain(resp, chunks)  # the caller read past "done": reuse it
+                    finally:
+                        resp.close()
+                    return
+                except LLMStreamerError as raised:
+                    if control.why == "closed":
+                        return  # closed from another thread: a clean stop
+                    # a limit that the watchdog enforced by ending the read
+                    exc = control.error(self.name) if control.why else raised
+                    exc.partial = st.completion()
+                    _scrub(exc, self._secrets())
+                    retry = self._fallback(req, base_url, exc, st)
+                    if retry is not None:
+                        req = retry
+                        continue
+                    wait = self._retry_wait(exc, st, control)
+                    if wait is None:
+                        raise exc from exc.__cause__
+                    retries += 1
+                    log.info("%s: retry %d/%d in %.2fs after: %s", self.name,
+                             retries, self.max_retries, wait, exc)
+                    if control.wake.wait(wait):  # closed, or past the deadline
+                        if control.why == "closed":
+                            return
+                        raise control.error(self.name) from None
+        finally:
+            control.finished = True
+            control.sock = None
 
-    def _retry_wait(self, exc: LLMStreamerError, st: _State) -> Optional[float]:
+    def _fallback(self, req: _Request, base_url: str, exc: LLMStreamerError,
+                  st: _State) -> Optional[_Request]:
+        """A request to send again at once, uncounted, when a server rejected
+        something optional in it; None otherwise."""
+        return None
+
+    def _retry_wait(self, exc: LLMStreamerError, st: _State,
+                    control: _Control) -> Optional[float]:
         """Seconds to wait before retrying, or None to raise ``exc`` now."""
         if st.deltas or st.retries >= self.max_retries or not _retryable(exc):
             return None  # never retry once content arrived: no duplicates
         wait = exc.retry_after if isinstance(exc, APIError) else None
         if wait is None:
-            return float(self._retry_base * 2 ** st.retries * (0.5 + random.random() / 2))
-        return wait if wait <= self._retry_max_wait else None
+            wait = float(self._retry_base * 2 ** st.retries * (0.5 + random.random() / 2))
+        elif wait > self._retry_max_wait:
+            return None
+        left = control.left()
+        if left is not None and wait >= left:
+            return None  # a retry after the deadline cannot be waited for
+        return wait
 
-    def _open(self, session: requests.Session, req: _Request) -> requests.Response:
+    def _open(self, session: requests.Session, req: _Request,
+              control: _Control) -> requests.Response:
         """Send the request; failures to get a response leave as typed errors."""
+        url = _safe_url(req.url, self._secrets())
+        _local.control = control  # our connections attach their socket to it
         try:
-            return self._post(session, req)
+            return self._post(session, req, control)
         except requests.ConnectTimeout as exc:
-            raise APITimeoutError(f"timed out connecting to {req.url}") from exc
+            raise APITimeoutError(f"timed out connecting to {url}") from exc
         except requests.Timeout as exc:
-            raise APITimeoutError(f"{req.url} sent no response within the read timeout "
+            raise APITimeoutError(f"{url} sent no response within the read timeout "
                                   f"({_read_timeout(self.timeout)}s)") from exc
+        except (requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL,
+                requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema) as exc:
+            raise ValueError(f"cannot send to {url}: {type(exc).__name__}") from None
         except requests.RequestException as exc:
-            raise APIConnectionError(f"could not connect to {req.url}: {_cause(exc)}") from exc
+            raise APIConnectionError(f"could not connect to {url}: {_cause(exc)}") from exc
+        finally:
+            _local.control = None
 
-    def _post(self, session: requests.Session, req: _Request) -> requests.Response:
+    def _post(self, session: requests.Session, req: _Request,
+              control: _Control) -> requests.Response:
         def send() -> requests.Response:
+            timeout = self.timeout
+            left = control.left()
+            if left is not None:  # no single wait may outlast the deadline
+                connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+                left = max(left, 0.001)
+                timeout = (min(connect, left), min(read, left))
             return session.post(req.url, headers=req.headers, json=req.body, stream=True,
-                                timeout=self.timeout, allow_redirects=False)
+                                timeout=timeout, allow_redirects=False, auth=self.auth)
 
-        log.debug("%s: POST %s model=%s", self.name, req.url, req.model)
+        log.debug("%s: POST %s model=%s", self.name, _safe_url(req.url, self._secrets()),
+                  req.model)
         try:
             return send()
         except requests.ConnectionError as exc:
@@ -1364,17 +1793,20 @@ class _Provider:
         if ctype.startswith("text/html"):
             raise APIError(
                 f"expected Content-Type text/event-stream from {self.name}, got "
-                f"{ctype!r}: is base_url {req.url!r} right?", status=resp.status_code,
+                f"{ctype!r}: is base_url {_safe_url(req.url, self._secrets())!r} right?",
+                status=resp.status_code,
                 provider=self.name, request_id=_request_id(resp.headers))
         # a server that ignored stream=true sends the whole answer as JSON
         return ctype.startswith("application/json")
 
-    def _events(self, chunks: Iterable[bytes], st: _State, whole: bool = False
-                ) -> Iterator[Event]:
+    def _events(self, chunks: Iterable[bytes], st: _State, whole: bool = False,
+                control: Optional[_Control] = None) -> Generator[Event, None, None]:
         """Body bytes in, events out, the last one ``done``. No I/O of its own:
         every low-level exception that reading or parsing raises leaves as a
         typed ``LLMStreamerError``."""
         parser = self._parser(st)
+        control = control or _Control(None, None)
+        control.st = st
         try:
             if whole:
                 yield from parser.body(_json_body(chunks))
@@ -1403,8 +1835,14 @@ class _Provider:
             err = self._wire_error(exc)
             if err is None:
                 raise
-            raise err from exc
-        yield Event("done", completion=st.completion())
+            if not (st.ended and isinstance(err, (APIConnectionError, IncompleteStreamError))):
+                raise err from exc
+            # the answer is complete; only what follows its end broke (a reset
+            # instead of the chunked terminator): not an error, and the
+            # connection is not pooled (close() drops it)
+            log.debug("%s: connection broke after the end of the answer: %s", self.name, err)
+        control.completion = st.completion()
+        yield Event("done", completion=control.completion)
 
     def _check_clock(self, st: _State) -> None:
         """Called after each read when ``stall_timeout`` or ``deadline`` is set."""
@@ -1448,7 +1886,7 @@ class _Provider:
         return None
 
 
-def _texts(events: Iterator[Event]) -> Generator[str, None, Completion]:
+def _texts(events: Iterator[Event]) -> Generator[str, None, Optional[Completion]]:
     completion = None
     try:
         for ev in events:  # on to the end, past "done", so the connection is reused
@@ -1458,7 +1896,7 @@ def _texts(events: Iterator[Event]) -> Generator[str, None, Completion]:
                 completion = ev.completion
     finally:
         _close(events)
-    if completion is None:
+    if completion is None and not getattr(events, "closed", False):
         raise IncompleteStreamError("stream ended without a done event")
     return completion
 
@@ -1574,7 +2012,7 @@ class _OpenAIParser(_Parser):
 
     def chunk(self, obj: Dict[str, Any], key: str) -> List[Event]:
         st = self.st
-        if "error" in obj or obj.get("object") == "error":
+        if obj.get("error") is not None or obj.get("object") == "error":
             raise _stream_error(obj, st.provider)
         if st.id is None:
             st.id = obj.get("id")
@@ -2917,7 +3355,7 @@ def _provider(name: Optional[str]) -> _Provider:
 
 def stream_chat(messages: Messages, model: Optional[str] = None, *,
                 provider: Optional[str] = None,
-                **options: Any) -> Generator[str, None, Completion]:
+                **options: Any) -> Stream[str]:
     """Stream text deltas from ``provider`` (default: $LLM_PROVIDER or openai).
 
         for text in ls.stream_chat("Hi", provider="anthropic"):
@@ -2927,7 +3365,7 @@ def stream_chat(messages: Messages, model: Optional[str] = None, *,
 
 
 def stream_events(messages: Messages, model: Optional[str] = None, *,
-                  provider: Optional[str] = None, **options: Any) -> Iterator[Event]:
+                  provider: Optional[str] = None, **options: Any) -> Stream[Event]:
     """Stream typed events from ``provider``; the last one is ``done``."""
     return _provider(provider).stream_events(messages, model, **options)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import configparser
 import contextlib
+import functools
 import gc
 import gzip
 import http
@@ -1555,7 +1556,7 @@ PUBLIC = {
     "stream_chat", "stream_events", "chat", "stream_with_callbacks",
     "Event", "Completion", "ToolCall", "Usage",
     "LLMStreamerError", "APIError", "BadRequestError", "AuthenticationError",
-    "PermissionDeniedError", "NotFoundError", "RateLimitError", "ServerError",
+    "PermissionDeniedError", "NotFoundError", "RateLimitError", "ServerError", "Stream",
     "APIConnectionError", "APITimeoutError", "IncompleteStreamError",
     "partial_json",
 }  # fmt: skip
@@ -6109,8 +6110,19 @@ def transcript(name: str, big: int = 0) -> Tuple[List[bytes], str]:
         extra = [ant_delta(0, {"type": "text_delta", "text": filler})] if big else []
         frames = [*ANT_TEXT[:3], *extra, *ANT_TEXT[3:]]
         return [f.encode() for f in frames], filler + "Hello wörld ✓"
+    if name == "openai-responses":
+        return list(rsp_transcript(big)), filler + "Hello wörld ✓"
     extra = [gem([{"text": filler}])] if big else []
     return [gem_sse(c) for c in (GEM_TEXT[0], *extra, *GEM_TEXT[1:])], filler + "Hello there ✓"
+
+
+@functools.cache
+def rsp_transcript(big: int) -> Tuple[bytes, ...]:
+    """transcript() for the Responses wire; made once per size, so its
+    sequence numbers are the same every time (hypothesis replays draws)."""
+    deltas = [*(["z" * big] if big else []), "Hel", "lo ", "wörld ✓"]
+    frames = [*RSP_START, *rsp_text_item(deltas), rsp_completed([rsp_message("".join(deltas))])]
+    return tuple(f.encode() for f in frames)
 
 
 def head_of(name: str) -> Tuple[List[bytes], str]:
@@ -6119,6 +6131,8 @@ def head_of(name: str) -> Tuple[List[bytes], str]:
         return pieces(ROLE, text("Hel")), "Hel"
     if name == "anthropic":
         return [f.encode() for f in ANT_TEXT[:4]], "Hello"
+    if name == "openai-responses":
+        return [f.encode() for f in RSP_TEXT[:6]], "Hel"
     return [gem_sse(GEM_TEXT[0]), gem_sse(GEM_TEXT[1])], "Hello"
 
 
@@ -6296,7 +6310,7 @@ def test_stall_timeout_fires_on_silence_before_headers(raw_serve, name):
 # -- issue 11: every configured secret stays home ----------------------------
 
 KEY_HEADER = {"openai": ("authorization", "Bearer "), "anthropic": ("x-api-key", ""),
-              "gemini": ("x-goog-api-key", "")}
+              "gemini": ("x-goog-api-key", ""), "openai-responses": ("authorization", "Bearer ")}
 
 
 @pytest.mark.parametrize("name", PROVIDER_NAMES)
