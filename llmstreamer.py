@@ -886,11 +886,14 @@ def _http_error(resp: requests.Response, provider: str, env_key: str,
         else:
             message = text.strip()[:300]
     status = resp.status_code
+    if status == 400 and '"API_KEY_INVALID"' in text:
+        status = 401  # Gemini answers a bad key with 400 INVALID_ARGUMENT
     hint = _HINTS.get(status, "")
     if status == 401:
         hint = f"check the API key (api_key= or {env_key})"
     detail = message or resp.reason or "no message"
-    text = f"{status} {resp.reason or ''} from {provider}: {detail}".replace("  ", " ")
+    text = (f"{resp.status_code} {resp.reason or ''} from {provider}: {detail}"
+            .replace("  ", " "))
     if hint:
         text += f" ({hint})"
     cls = _error_class(status)
@@ -2119,7 +2122,7 @@ class OpenAI(_Provider):
         messages = [_openai_turn(m, send_reasoning) if m["role"] == "assistant" else m
                     for m in messages]
         body: Dict[str, Any] = {"model": model, "messages": messages, "stream": True}
-        if include_usage:
+        if include_usage and base_url not in self._no_stream_options:
             body["stream_options"] = {"include_usage": True}
         if "max_tokens" in options and urlsplit(base_url).hostname == "api.openai.com":
             # OpenAI's reasoning models reject max_tokens; every model accepts
@@ -2132,6 +2135,19 @@ class OpenAI(_Provider):
         elif key:
             headers["Authorization"] = f"Bearer {key}"
         return _Request(_endpoint(base_url, "/chat/completions"), headers, body, model)
+
+    def _fallback(self, req: _Request, base_url: str, exc: LLMStreamerError,
+                  st: _State) -> Optional[_Request]:
+        # Groq and several gateways reject stream_options: without it, usage
+        # is whatever the server sends. Remembered for this base URL.
+        if (isinstance(exc, BadRequestError) and not st.deltas and "stream_options" in req.body
+                and re.search(r"stream_options|include_usage", exc.message)):
+            log.info("%s: %s rejects stream_options; sending without it", self.name,
+                     _safe_url(base_url, self._secrets()))
+            self._no_stream_options.add(base_url)
+            body = {k: v for k, v in req.body.items() if k != "stream_options"}
+            return _Request(req.url, req.headers, body, req.model)
+        return None
 
 
 _AZURE_HOSTS = (".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com")
