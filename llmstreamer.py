@@ -153,6 +153,7 @@ class LLMStreamerError(Exception):
         super().__init__(message)
         self.message = message
         self.partial = partial
+        self.should_retry: Optional[bool] = None  # None: decided by the error's kind
 
 
 class APIError(LLMStreamerError):
@@ -175,7 +176,6 @@ class APIError(LLMStreamerError):
         self.provider = provider
         self.request_id = request_id
         self.retry_after = retry_after
-        self.should_retry: Optional[bool] = None  # the server's x-should-retry
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status={self.status!r}, message={self.message!r})"
@@ -824,6 +824,16 @@ def _innermost(exc: BaseException) -> BaseException:
     return exc
 
 
+def _chain_text(exc: BaseException) -> str:
+    """The text of an exception and everything it was raised from or during."""
+    out, seen = [], 0
+    cur: Optional[BaseException] = exc
+    while cur is not None and seen < 12:
+        out.append(str(_innermost(cur)))
+        cur, seen = cur.__cause__ or cur.__context__, seen + 1
+    return " / ".join(out)
+
+
 def _cause(exc: BaseException) -> str:
     """The innermost reason of a requests/urllib3 error, e.g. 'Connection refused'."""
     text = str(_innermost(exc))
@@ -908,12 +918,12 @@ _RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
 
 def _retryable(exc: LLMStreamerError) -> bool:
+    if exc.should_retry is not None:  # the server's x-should-retry, or ours
+        return exc.should_retry
     if isinstance(exc, (APIConnectionError, IncompleteStreamError)):
         return True  # only ever asked before any content was shown
     if not isinstance(exc, APIError):
         return False
-    if exc.should_retry is not None:
-        return exc.should_retry
     return exc.status in _RETRY_STATUSES
 
 
@@ -1109,7 +1119,7 @@ class _Control:
     """
 
     def __init__(self, deadline: Optional[float], stall: Optional[float]) -> None:
-        self.t0 = time.monotonic()
+        self.t0 = self.quiet = time.monotonic()  # quiet: when the stall clock starts
         self.deadline_at = None if deadline is None else self.t0 + deadline
         self.deadline, self.stall = deadline, stall
         self.st: Optional[_State] = None  # the attempt being read
@@ -1164,8 +1174,8 @@ class _Control:
             self.kill("stall")
 
     def quiet_since(self) -> float:
-        """When content last arrived (or the attempt began)."""
-        return self.st.t_content if self.st is not None else self.t0
+        """When content last arrived (or the attempt began, or will)."""
+        return self.st.t_content if self.st is not None else self.quiet
 
     def error(self, name: str) -> LLMStreamerError:
         if self.why == "deadline":
@@ -1694,20 +1704,24 @@ class _Provider:
                     exc = control.error(self.name) if control.why else raised
                     exc.partial = st.completion()
                     _scrub(exc, self._secrets())
-                    retry = self._fallback(req, base_url, exc, st)
+                    retry = None if control.why else self._fallback(req, base_url, exc, st)
                     if retry is not None:
                         req = retry
                         continue
-                    wait = self._retry_wait(exc, st, control)
+                    # a limit that fired is final: never retried
+                    wait = None if control.why else self._retry_wait(exc, st, control)
                     if wait is None:
                         raise exc from exc.__cause__
                     retries += 1
                     log.info("%s: retry %d/%d in %.2fs after: %s", self.name,
                              retries, self.max_retries, wait, exc)
+                    control.st, control.quiet = None, time.monotonic() + wait
                     if control.wake.wait(wait):  # closed, or past the deadline
                         if control.why == "closed":
                             return
-                        raise control.error(self.name) from None
+                        exc = control.error(self.name)
+                        exc.partial = st.completion()
+                        raise exc from None
         finally:
             control.finished = True
             control.sock = None
@@ -1743,6 +1757,15 @@ class _Provider:
         except requests.ConnectTimeout as exc:
             raise APITimeoutError(f"timed out connecting to {url}") from exc
         except requests.Timeout as exc:
+            if "handshake" in _chain_text(exc):
+                # TLS spoken to a plain-HTTP server that waits for a request:
+                # the handshake times out (urllib3 applies the connect timeout
+                # to it), and would do so again on every retry
+                connect = self.timeout[0] if isinstance(self.timeout, tuple) else self.timeout
+                err = APITimeoutError(f"no TLS handshake from {url} within {connect}s: "
+                                      "is the server http or https?")
+                err.should_retry = False
+                raise err from exc
             raise APITimeoutError(f"{url} sent no response within the read timeout "
                                   f"({_read_timeout(self.timeout)}s)") from exc
         except (requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL,
@@ -1775,8 +1798,8 @@ class _Provider:
             # before any response byte. Nothing was received, so nothing can be
             # duplicated: send it once more (on a new connection), uncounted.
             stale = (httpclient.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
-            if not isinstance(_innermost(exc), stale):
-                raise
+            if control.why or not isinstance(_innermost(exc), stale):
+                raise  # a limit or close() shut the socket: not a stale connection
             log.debug("%s: pooled connection was closed by the server; sending again",
                       self.name)
         return send()

@@ -6645,3 +6645,32 @@ def test_fuzz_transport(wire):
                 assert c.text == wire.expected
     finally:
         server.stop()
+
+
+# -- issue 15 (with the core): TLS spoken to a plain-HTTP server -------------
+
+
+def test_tls_to_a_plain_http_server_says_so_at_once_and_is_not_retried(raw_serve):
+    server = raw_serve([HOLD])  # accepts, then waits for a request that never comes
+    url = f"https://127.0.0.1:{server.port}/v1"
+    p = ls.OpenAI(base_url=url, timeout=(1.0, 30.0), max_retries=2)
+    exc, elapsed = timed(lambda: p.chat("hi"))
+    assert isinstance(exc, ls.APITimeoutError), repr(exc)
+    assert "is the server http or https?" in str(exc)
+    assert elapsed < 1.0 + SLACK  # one handshake timeout, not the read timeout, not retried
+    assert server.connections == 1
+
+
+def test_stall_before_any_content_has_a_partial_and_is_final(raw_serve):
+    server = raw_serve([HOLD])
+    p = ls.OpenAI(base_url=server.url, stall_timeout=1, max_retries=2, timeout=LONG_READ)
+    exc, elapsed = timed(lambda: p.chat("hi"))
+    check_timeout(exc, elapsed, 1, "stall_timeout")
+    assert server.connections == 1  # the request is not sent again
+
+
+def test_stall_timeout_does_not_cut_a_retry_after_wait(server):
+    server.script(json_error(429, "slow down", **{"Retry-After": "2"}), Reply(pieces(*TEXT)))
+    p = ls.OpenAI(base_url=server.url, stall_timeout=1, max_retries=1, timeout=5)
+    c = p.chat("hi")
+    assert (c.text, c.retries) == ("Hello, world!", 1)
