@@ -6940,3 +6940,100 @@ def test_gemini_other_invalid_argument_stays_a_bad_request(server, gemini):
     with pytest.raises(ls.BadRequestError) as info:
         gemini.chat("hi")
     assert not isinstance(info.value, ls.AuthenticationError)
+
+
+# -- memory and time bounds, measured in a child (its peak RSS is its own) --
+
+# Linux keeps ru_maxrss across exec, so a child of a big pytest process would
+# start at pytest's peak; VmHWM (this process's own peak RSS) starts afresh.
+MEASURED_CHAT = """
+import json, resource, sys, time, llmstreamer as ls
+
+def peak_kib():
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+name, url, limits = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+p = ls._PROVIDERS[name].__class__(api_key="k-test", base_url=url, max_retries=0,
+                                  timeout=(5, 30), **limits)
+p._get_session()
+before = peak_kib()
+t0 = time.monotonic()
+try:
+    out = {"text": len(p.chat("hi").text)}
+except ls.LLMStreamerError as exc:
+    out = {"error": type(exc).__name__, "message": str(exc)[:300]}
+out["seconds"] = time.monotonic() - t0
+out["grew_mb"] = (peak_kib() - before) / 1024
+out["peak_mb"] = peak_kib() / 1024
+print(json.dumps(out))
+"""
+GROWTH_LIMIT_MB = 200
+
+
+def measured_chat(name: str, url: str, **limits: Any) -> Dict[str, Any]:
+    """chat() in a child: what it returned or raised, its time and peak RSS growth."""
+    if sys.platform == "win32":
+        pytest.skip("resource.getrusage is POSIX")
+    try:
+        done = subprocess.run([sys.executable, "-c", MEASURED_CHAT, name, url,
+                               json.dumps(limits)], env=child_env(), capture_output=True,
+                              text=True, timeout=90)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the child was still reading after 90 s")
+    assert done.returncode == 0, done.stderr[-2000:]  # no MemoryError, no OOM kill
+    out: Dict[str, Any] = json.loads(done.stdout)
+    print(out)  # the numbers, for -s
+    return out
+
+
+@functools.cache
+def gzip_bomb(line: bytes, members: int, tail: bytes = b"") -> bytes:
+    """`members` gzip members of 64 MiB each, made of `line` repeated (2 GiB
+    from 32 members in about 2 MB on the wire), then `tail` as a last member."""
+    block = line * (MIB // len(line))
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    member = b"".join([*(z.compress(block) for _ in range(64)), z.flush()])
+    return member * members + (gzip.compress(tail) if tail else b"")
+
+
+BOMBS = {  # what inflates to 2 GiB, and the Content-Type it comes as
+    "zeros as SSE": (b"\0", "text/event-stream"),
+    "zeros as JSON": (b"\0", "application/json"),
+    # comment lines of 1 MiB: legal SSE, each one dropped, then the answer
+    "comments then an answer": (b":" + b"x" * (MIB - 2) + b"\n", "text/event-stream"),
+}
+
+
+@pytest.mark.parametrize("bomb", sorted(BOMBS))
+def test_gzip_bomb_ends_with_bounded_memory(server, bomb):
+    line, ctype = BOMBS[bomb]
+    tail = b"".join(pieces(*TEXT)) if bomb.endswith("answer") else b""
+    wire = gzip_bomb(line, 32, tail)
+    assert len(wire) < 8 * MIB
+    server.script(Reply([wire], headers={"Content-Type": ctype, "Content-Encoding": "gzip"},
+                        framing="length"))
+    out = measured_chat("openai", server.url, deadline=60)
+    assert out["grew_mb"] < GROWTH_LIMIT_MB, out
+    if "text" in out:  # a result is only ever the real answer
+        assert out["text"] == len("Hello, world!"), out
+
+
+KEEPALIVES = chunk_frame(b": keep-alive\n" * 5000)  # 65 kB of comments per write
+
+
+@pytest.mark.parametrize("limit, word", [("deadline", "deadline"),
+                                         ("stall_timeout", "stall_timeout")])
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_endless_keepalives_end_at_the_limit_with_bounded_memory(raw_serve, name, limit, word):
+    head, _ = head_of(name)
+    endless = [KEEPALIVES, 0.002] * 10_000  # far longer than any limit here, ~650 MB
+    server = raw_serve([SSE_HEAD, *map(chunk_frame, head), *endless, HOLD])
+    out = measured_chat(name, base_url(name, server), **{limit: 1.5})
+    assert out.get("error") == "APITimeoutError", out
+    assert word in out["message"], out
+    assert out["seconds"] < 1.5 + SLACK, out
+    assert out["grew_mb"] < GROWTH_LIMIT_MB, out
