@@ -882,9 +882,7 @@ def _http_error(resp: requests.Response, provider: str, env_key: str,
                 key: Optional[str]) -> APIError:
     """Build the typed error for a non-2xx response (reads at most 64 KiB)."""
     raw = resp.raw.read(65536, decode_content=True) or b""
-    text = raw.decode("utf-8", "replace")
-    if key:  # some servers echo the key they rejected
-        text = text.replace(key, _mask(key))
+    text = raw.decode("utf-8", "replace")  # a key echoed in it is masked by _scrub
     body: Any = text
     message: Optional[str] = None
     try:
@@ -1128,6 +1126,7 @@ class _Control:
         self.why: Optional[str] = None  # "deadline", "stall", "closed"
         self.finished = False
         self.completion: Optional[Completion] = None
+        self.thrown: Optional[BaseException] = None  # what Stream.throw() raised inside
         self.lock = threading.Lock()
         self.wake = threading.Event()  # interrupts a retry's wait
 
@@ -1416,6 +1415,11 @@ class Stream(Generic[T]):
         return self._gen.send(value)
 
     def throw(self, *args: Any) -> T:
+        exc = args[1] if len(args) > 1 and args[1] is not None else args[0]
+        if isinstance(exc, type):
+            exc = exc()
+            args = (exc,)
+        self._control.thrown = exc
         return self._gen.throw(*args)
 
     def close(self) -> None:
@@ -1554,7 +1558,9 @@ class _Provider:
             if name.lower() in _SECRET_HEADERS and isinstance(value, str):
                 out += [value, value.split(" ", 1)[-1]]  # "Bearer TOKEN": TOKEN too
         out += _url_secrets(self._base_url())
-        return sorted({x for x in out if len(x) >= 4}, key=len, reverse=True)
+        # shorter values ("x", "none": placeholders for servers that need no
+        # key) are no secrets, and masking them would mangle ordinary words
+        return sorted({x for x in out if len(x) >= 6}, key=len, reverse=True)
 
     def _base_url(self) -> str:
         url = self.base_url or (os.environ.get(self.base_env) if self.base_env else None)
@@ -1678,7 +1684,7 @@ class _Provider:
     # the core
 
     def _stream(self, req: _Request, base_url: str, control: _Control
-                ) -> Generator[Event, None, None]:
+                ) -> Generator[Event, None, Optional[Completion]]:
         session = self._get_session()
         retries = 0
         try:
@@ -1696,10 +1702,10 @@ class _Provider:
                         _drain(resp, chunks)  # the caller read past "done": reuse it
                     finally:
                         resp.close()
-                    return
+                    return control.completion
                 except LLMStreamerError as raised:
                     if control.why == "closed":
-                        return  # closed from another thread: a clean stop
+                        return None  # closed from another thread: a clean stop
                     # a limit that the watchdog enforced by ending the read
                     exc = control.error(self.name) if control.why else raised
                     exc.partial = st.completion()
@@ -1718,7 +1724,7 @@ class _Provider:
                     control.st, control.quiet = None, time.monotonic() + wait
                     if control.wake.wait(wait):  # closed, or past the deadline
                         if control.why == "closed":
-                            return
+                            return None
                         exc = control.error(self.name)
                         exc.partial = st.completion()
                         raise exc from None
@@ -1858,6 +1864,8 @@ class _Provider:
         except LLMStreamerError:
             raise
         except Exception as exc:
+            if exc is control.thrown:  # Stream.throw(): the caller's own exception
+                raise
             err = self._wire_error(exc)
             if err is None:
                 raise

@@ -41,6 +41,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import hypothesis
 import pytest
+import requests.auth
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -6674,3 +6675,394 @@ def test_stall_timeout_does_not_cut_a_retry_after_wait(server):
     p = ls.OpenAI(base_url=server.url, stall_timeout=1, max_retries=1, timeout=5)
     c = p.chat("hi")
     assert (c.text, c.retries) == ("Hello, world!", 1)
+
+
+# --------------------------------------------------------------------------
+# Issues 11, 12, 14: the new core API. Stream (what stream_chat and
+# stream_events return), auth= on every attempt, OpenAI's stream_options
+# fallback, Gemini's invalid-key 400, and memory/time bounds measured in a
+# child process.
+# --------------------------------------------------------------------------
+
+STREAM_CALLS = ["stream_chat", "stream_events"]
+
+
+def texts_of(items: List[Any]) -> str:
+    """The text a stream_chat or stream_events stream yielded."""
+    return "".join(i if isinstance(i, str) else (i.text or "") for i in items
+                   if isinstance(i, str) or i.type == "text")
+
+
+@pytest.mark.parametrize("call", STREAM_CALLS)
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_stream_completion_after_a_for_loop(server, name, call):
+    server.script(answer_reply(name))
+    s = getattr(at(name, server), call)("hi")
+    assert isinstance(s, ls.Stream)
+    assert s.completion is None
+    items = [item for item in s]
+    assert s.completion is not None and s.completion.text == transcript(name)[1]
+    assert texts_of(items) == s.completion.text
+    if call == "stream_events":
+        assert items[-1].type == "done" and items[-1].completion is s.completion
+
+
+@pytest.mark.parametrize("call", STREAM_CALLS)
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_stream_next_until_stop_iteration_carries_the_completion(server, name, call):
+    server.script(answer_reply(name))
+    s = getattr(at(name, server), call)("hi")
+    items, value = drain(s)
+    assert isinstance(value, ls.Completion), repr(value)
+    assert value is s.completion and value.text == transcript(name)[1] == texts_of(items)
+    with pytest.raises(StopIteration):
+        next(s)  # an ended stream stays ended
+
+
+@pytest.mark.parametrize("call", STREAM_CALLS)
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_stream_with_block_and_break_closes_the_connection(server, name, call):
+    head, _ = head_of(name)
+    server.script(Reply(head, hold=True))  # the server would keep the stream open
+    with getattr(at(name, server, timeout=LONG_READ), call)("hi") as s:
+        for _ in s:
+            break
+    assert server.client_closed.wait(2), "the server never saw the connection close"
+    assert s.completion is None
+    with pytest.raises(StopIteration):
+        next(s)
+
+
+@pytest.mark.parametrize("call", STREAM_CALLS)
+def test_stream_close_twice_and_before_starting_is_safe(server, provider, call):
+    server.script(Reply(pieces(ROLE, text("Hel")), hold=True))
+    s = getattr(provider, call)("hi")
+    s.close()  # never started: no request at all
+    s.close()
+    with pytest.raises(StopIteration):
+        next(s)
+    assert server.requests == []
+    s = getattr(provider, call)("hi")
+    next(s)
+    s.close()
+    s.close()
+    assert server.client_closed.wait(2)
+    assert s.completion is None
+
+
+def test_stream_send_none_is_next(server, provider):
+    s = provider.stream_chat("hi")
+    assert s.send(None) == "Hel"
+    assert next(s) == "lo"
+    assert list(s) == [", wor", "ld!"]
+    assert s.completion is not None and s.completion.text == "Hello, world!"
+
+
+@pytest.mark.parametrize("call", STREAM_CALLS)
+def test_stream_throw_raises_at_the_yield_and_closes(server, provider, call):
+    server.script(Reply(pieces(ROLE, text("Hel")), hold=True))
+    s = getattr(provider, call)("hi")
+    next(s)
+    with pytest.raises(KeyError, match="stop here"):
+        s.throw(KeyError("stop here"))
+    assert server.client_closed.wait(2), "throw() left the connection open"
+    with pytest.raises(StopIteration):
+        next(s)
+    assert s.completion is None
+
+
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_stream_repr_never_shows_the_key(server, name):
+    server.script(answer_reply(name))
+    s = at(name, server, api_key=SECRET).stream_chat("hi")
+    seen = [repr(s)]
+    next(s)
+    seen.append(repr(s))
+    list(s)
+    seen.append(repr(s))
+    assert all(r.startswith("<llmstreamer.Stream") for r in seen), seen
+    assert not [r for r in seen if "SECRET" in r or "0123456789" in r], seen
+
+
+@pytest.mark.parametrize("call", STREAM_CALLS)
+def test_module_level_functions_return_a_stream(server, monkeypatch, call):
+    use_env(monkeypatch, server)
+    s = getattr(ls, call)("hi", provider="openai")
+    assert isinstance(s, ls.Stream)
+    assert texts_of(list(s)) == "Hello, world!"
+    assert s.completion is not None and s.completion.text == "Hello, world!"
+
+
+def test_stream_with_callbacks_takes_a_stream(server, provider):
+    seen: List[str] = []
+    finished: List[Any] = []
+    s = provider.stream_events("hi")
+    c = ls.stream_with_callbacks(s, on_content=seen.append, on_finish=finished.append)
+    assert c is not None and c.text == "Hello, world!" == "".join(seen)
+    assert finished == [c] and s.completion is c
+
+
+@pytest.mark.parametrize("call", STREAM_CALLS)
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_stream_completion_stays_none_after_an_error(server, name, call):
+    head, partial = head_of(name)
+    server.script(Reply(head))  # the answer is cut off: no terminal event
+    s = getattr(at(name, server), call)("hi")
+    with pytest.raises(ls.IncompleteStreamError) as info:
+        list(s)
+    assert info.value.partial.text == partial
+    assert s.completion is None
+    server.script(json_error(500, "boom"))
+    s = getattr(at(name, server), call)("hi")
+    with pytest.raises(ls.ServerError):
+        next(s)
+    assert s.completion is None
+
+
+# -- auth=: a requests AuthBase on every attempt, retries included ----------
+
+
+class CountingAuth(requests.auth.AuthBase):
+    """A bearer token that changes on each use, as a refreshing token would."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self, r: Any) -> Any:
+        self.n += 1
+        r.headers["Authorization"] = f"Bearer tok-{self.n}"
+        return r
+
+
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_auth_is_applied_to_every_attempt(server, name):
+    auth = CountingAuth()
+    server.script(json_error(503, "busy"), answer_reply(name))
+    p = fast_retries(at(name, server, api_key=None, auth=auth), 1)
+    c = p.chat("hi")
+    assert (c.text, c.retries) == (transcript(name)[1], 1)
+    assert [r.headers.get("authorization") for r in server.requests] == [
+        "Bearer tok-1", "Bearer tok-2"]
+    p.chat("again")
+    assert server.requests[-1].headers["authorization"] == "Bearer tok-3"
+
+
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_auth_stands_in_for_the_key_of_a_hosted_api(name):
+    cls = ls._PROVIDERS[name].__class__
+    with pytest.raises(ls.AuthenticationError, match="no API key"):
+        cls(max_retries=0).stream_events("hi")  # the hosted default URL, no key
+    auth = CountingAuth()
+    s = cls(max_retries=0, auth=auth).stream_events("hi")  # no error, and no I/O yet
+    assert isinstance(s, ls.Stream)
+    s.close()
+    assert auth.n == 0
+
+
+def test_azure_openai_entra_token_from_auth(server, monkeypatch):
+    via_proxy(server, monkeypatch)
+    auth = CountingAuth()
+    p = ls.OpenAI(base_url=f"{AZURE}/openai/v1", auth=auth, max_retries=0, timeout=5)
+    assert p.chat("Hi", model="gpt4o-prod").text == "Hello, world!"
+    req = server.requests[-1]
+    assert req.path == f"{AZURE}/openai/v1/chat/completions"
+    assert req.headers["authorization"] == "Bearer tok-1" and "api-key" not in req.headers
+
+
+def test_vertex_ai_gemini_token_from_auth(server, monkeypatch):
+    via_proxy(server, monkeypatch)
+    base = ("http://us-central1-aiplatform.googleapis.com/v1/projects/my-proj/locations/"
+            "us-central1/publishers/google")
+    server.script(Reply([gem_sse(*GEM_TEXT)]))
+    auth = CountingAuth()
+    p = ls.Gemini(base_url=base, auth=auth, max_retries=0, timeout=5)
+    assert p.chat("Hi", model="gemini-2.5-flash").text == "Hello there ✓"
+    req = server.requests[-1]
+    assert req.path == f"{base}/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    assert req.headers["authorization"] == "Bearer tok-1"
+    assert "x-goog-api-key" not in req.headers
+
+
+# -- OpenAI: a server that rejects stream_options gets the request again ----
+# without it, at once and uncounted, and never again for that base URL.
+# (llama.cpp builds, older vLLM and some gateways answer 400/422 naming it.)
+
+STREAM_OPTIONS_REJECTIONS = [
+    (400, "Unrecognized request argument supplied: stream_options"),
+    (422, "stream_options: Extra inputs are not permitted"),
+    (400, "unknown field `include_usage`"),
+]
+
+
+@pytest.mark.parametrize("status, message", STREAM_OPTIONS_REJECTIONS)
+def test_openai_stream_options_rejected_is_sent_again_without_it(serve, status, message):
+    server, other = serve(), serve()
+    server.script(json_error(status, message), Reply(pieces(*TEXT)))
+    p = ls.OpenAI(api_key="k-test", base_url=server.url, max_retries=0, timeout=5)
+    c = p.chat("hi")
+    assert (c.text, c.retries) == ("Hello, world!", 0)
+    sent = [r.json for r in server.requests]
+    assert len(sent) == 2
+    assert sent[0]["stream_options"] == {"include_usage": True}
+    assert "stream_options" not in sent[1]
+    assert {k: v for k, v in sent[0].items() if k != "stream_options"} == sent[1]
+    p.chat("again")  # remembered: sent once, without it
+    assert len(server.requests) == 3 and "stream_options" not in server.requests[2].json
+    p.base_url = other.url  # another server is asked as usual
+    p.chat("hi")
+    assert other.requests[0].json["stream_options"] == {"include_usage": True}
+
+
+def test_openai_other_400_is_not_sent_again(server, provider):
+    server.script(json_error(400, "temperature must be at most 2"))
+    with pytest.raises(ls.BadRequestError):
+        provider.chat("hi", temperature=9)
+    assert len(server.requests) == 1
+
+
+def test_openai_stream_options_rejected_twice_is_an_error(server, provider):
+    server.script(json_error(400, "Unrecognized request argument supplied: stream_options"))
+    with pytest.raises(ls.BadRequestError):
+        provider.chat("hi")
+    assert len(server.requests) <= 2  # one fallback at most, never a loop
+
+
+@pytest.mark.parametrize("key", ["k", "x", "none"])
+def test_short_key_does_not_mangle_error_messages(server, key):
+    # llama.cpp, Ollama and vLLM take any key; people pass "x" or "none".
+    # Masking is for secrets (4+ characters, as _secrets() has it), not letters.
+    server.script(json_error(400, "unknown field `include_usage` given; none expected"))
+    p = ls.OpenAI(api_key=key, base_url=server.url, max_retries=0, timeout=5)
+    with pytest.raises(ls.BadRequestError) as info:
+        p.chat("hi", include_usage=False)
+    assert "unknown field `include_usage` given; none expected" in str(info.value)
+
+
+# -- Gemini: an invalid key is a 400 INVALID_ARGUMENT with ErrorInfo --------
+# reason API_KEY_INVALID (Google's error model): it is an AuthenticationError.
+
+GEMINI_BAD_KEY = {"error": {
+    "code": 400, "message": "API key not valid. Please pass a valid API key.",
+    "status": "INVALID_ARGUMENT",
+    "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                 "reason": "API_KEY_INVALID", "domain": "googleapis.com",
+                 "metadata": {"service": "generativelanguage.googleapis.com"}}]}}
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["object", "list"])
+def test_gemini_invalid_key_is_an_authentication_error(server, gemini, wrapped):
+    body = [GEMINI_BAD_KEY] if wrapped else GEMINI_BAD_KEY
+    server.script(Reply([json.dumps(body).encode()], status=400,
+                        headers={"Content-Type": "application/json"}, framing="length"))
+    with pytest.raises(ls.APIError) as info:
+        gemini.chat("hi")
+    assert isinstance(info.value, ls.AuthenticationError), repr(info.value)
+    assert "API key not valid" in str(info.value)
+    assert "check the API key" in str(info.value)
+
+
+def test_gemini_other_invalid_argument_stays_a_bad_request(server, gemini):
+    body = {"error": {"code": 400, "message": "Invalid JSON payload received.",
+                      "status": "INVALID_ARGUMENT"}}
+    server.script(Reply([json.dumps(body).encode()], status=400,
+                        headers={"Content-Type": "application/json"}, framing="length"))
+    with pytest.raises(ls.BadRequestError) as info:
+        gemini.chat("hi")
+    assert not isinstance(info.value, ls.AuthenticationError)
+
+
+# -- memory and time bounds, measured in a child (its peak RSS is its own) --
+
+# Linux keeps ru_maxrss across exec, so a child of a big pytest process would
+# start at pytest's peak; VmHWM (this process's own peak RSS) starts afresh.
+MEASURED_CHAT = """
+import json, resource, sys, time, llmstreamer as ls
+
+def peak_kib():
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+name, url, limits = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+p = ls._PROVIDERS[name].__class__(api_key="k-test", base_url=url, max_retries=0,
+                                  timeout=(5, 30), **limits)
+p._get_session()
+before = peak_kib()
+t0 = time.monotonic()
+try:
+    out = {"text": len(p.chat("hi").text)}
+except ls.LLMStreamerError as exc:
+    out = {"error": type(exc).__name__, "message": str(exc)[:300]}
+out["seconds"] = time.monotonic() - t0
+out["grew_mb"] = (peak_kib() - before) / 1024
+out["peak_mb"] = peak_kib() / 1024
+print(json.dumps(out))
+"""
+GROWTH_LIMIT_MB = 200
+
+
+def measured_chat(name: str, url: str, **limits: Any) -> Dict[str, Any]:
+    """chat() in a child: what it returned or raised, its time and peak RSS growth."""
+    if sys.platform == "win32":
+        pytest.skip("resource.getrusage is POSIX")
+    try:
+        done = subprocess.run([sys.executable, "-c", MEASURED_CHAT, name, url,
+                               json.dumps(limits)], env=child_env(), capture_output=True,
+                              text=True, timeout=90)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the child was still reading after 90 s")
+    assert done.returncode == 0, done.stderr[-2000:]  # no MemoryError, no OOM kill
+    out: Dict[str, Any] = json.loads(done.stdout)
+    print(out)  # the numbers, for -s
+    return out
+
+
+@functools.cache
+def gzip_bomb(line: bytes, members: int, tail: bytes = b"") -> bytes:
+    """`members` gzip members of 64 MiB each, made of `line` repeated (2 GiB
+    from 32 members in about 2 MB on the wire), then `tail` as a last member."""
+    block = line * (MIB // len(line))
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    member = b"".join([*(z.compress(block) for _ in range(64)), z.flush()])
+    return member * members + (gzip.compress(tail) if tail else b"")
+
+
+BOMBS = {  # what inflates to 2 GiB, and the Content-Type it comes as
+    "zeros as SSE": (b"\0", "text/event-stream"),
+    "zeros as JSON": (b"\0", "application/json"),
+    # comment lines of 1 MiB: legal SSE, each one dropped, then the answer
+    "comments then an answer": (b":" + b"x" * (MIB - 2) + b"\n", "text/event-stream"),
+}
+
+
+@pytest.mark.parametrize("bomb", sorted(BOMBS))
+def test_gzip_bomb_ends_with_bounded_memory(server, bomb):
+    line, ctype = BOMBS[bomb]
+    tail = b"".join(pieces(*TEXT)) if bomb.endswith("answer") else b""
+    wire = gzip_bomb(line, 32, tail)
+    assert len(wire) < 8 * MIB
+    server.script(Reply([wire], headers={"Content-Type": ctype, "Content-Encoding": "gzip"},
+                        framing="length"))
+    out = measured_chat("openai", server.url, deadline=60)
+    assert out["grew_mb"] < GROWTH_LIMIT_MB, out
+    if "text" in out:  # a result is only ever the real answer
+        assert out["text"] == len("Hello, world!"), out
+
+
+KEEPALIVES = chunk_frame(b": keep-alive\n" * 5000)  # 65 kB of comments per write
+
+
+@pytest.mark.parametrize("limit, word", [("deadline", "deadline"),
+                                         ("stall_timeout", "stall_timeout")])
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_endless_keepalives_end_at_the_limit_with_bounded_memory(raw_serve, name, limit, word):
+    head, _ = head_of(name)
+    endless = [KEEPALIVES, 0.002] * 10_000  # far longer than any limit here, ~650 MB
+    server = raw_serve([SSE_HEAD, *map(chunk_frame, head), *endless, HOLD])
+    out = measured_chat(name, base_url(name, server), **{limit: 1.5})
+    assert out.get("error") == "APITimeoutError", out
+    assert word in out["message"], out
+    assert out["seconds"] < 1.5 + SLACK, out
+    assert out["grew_mb"] < GROWTH_LIMIT_MB, out
