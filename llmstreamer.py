@@ -3448,7 +3448,7 @@ class FakeProvider(_Provider):
     def _send(self, req: _Request, control: _Control
               ) -> Tuple[bool, Iterator[bytes], Callable[[bool], None]]:
         with self._script_lock:
-            self.requests.append(json.loads(json.dumps(req.body)))  # a copy, as sent
+            self.requests.append(copy.deepcopy(req.body))  # later changes do not show
             reply = self.replies[min(self._calls, len(self.replies) - 1)]
             self._calls += 1
         chunks = self._play(_words(reply) if isinstance(reply, str) else list(reply),

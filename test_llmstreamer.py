@@ -6795,3 +6795,24 @@ def test_fake_drives_the_cli_turn(capsys):
                      args, {})
     assert c.text == "Hello world"
     assert capsys.readouterr().out == "Hello world\n"
+
+
+def test_fake_readme_example_runs():
+    readme = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md"),
+                  encoding="utf-8").read()
+    section = readme.split("## Testing your code", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    scope: Dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    tests = [f for name, f in scope.items() if name.startswith("test_")]
+    assert len(tests) == 3
+    for test in tests:
+        test()
+
+
+def test_fake_stall_is_interrupted_by_deadline():
+    fake = ls.FakeProvider(["a", 30.0], deadline=0.3)
+    t0 = time.monotonic()
+    with pytest.raises(ls.APITimeoutError, match="deadline") as info:
+        list(fake.stream_chat("Hi"))
+    assert time.monotonic() - t0 < 10 and info.value.partial.text == "a"
