@@ -3357,13 +3357,12 @@ class OpenAIResponses(_Provider):
 
 # ------------------------------------------------------------------ fake ---
 
-_Item = Union[str, float, Event, BaseException, "_Finish"]
-_Reply = Union[str, Sequence[_Item]]
-
-
 @dataclass(frozen=True)
 class _Finish:
     reason: str
+
+
+_Reply = Union[str, Sequence[Union[str, float, Event, BaseException, _Finish]]]
 
 
 def _words(text: str) -> List[str]:
@@ -3390,6 +3389,8 @@ class FakeProvider(_Provider):
     - an exception instance: raised there (a copy), with ``.partial``; an
       error before any delta is retried as a real one is (``max_retries``);
       an ``IncompleteStreamError`` cuts the stream, which the core reports.
+      Other exceptions meet the core as a transport's would (an ``OSError``
+      becomes ``APIConnectionError``; ``KeyboardInterrupt`` passes through).
 
     The replies are rendered as Chat Completions SSE and read by the same
     core and parser as ``OpenAI``'s, so events, accumulation, retries and
@@ -3451,15 +3452,16 @@ class FakeProvider(_Provider):
             self.requests.append(copy.deepcopy(req.body))  # later changes do not show
             reply = self.replies[min(self._calls, len(self.replies) - 1)]
             self._calls += 1
+            head = {"id": f"chatcmpl-fake-{self._calls}", "object": "chat.completion.chunk",
+                    "created": int(time.time()), "model": req.model}
         chunks = self._play(_words(reply) if isinstance(reply, str) else list(reply),
-                            req.model, control)
+                            head, control)
         return False, chunks, lambda read: chunks.close()
 
-    def _play(self, items: List[Any], model: str, control: _Control
+    @staticmethod
+    def _play(items: List[Any], head: Dict[str, Any], control: _Control
               ) -> Generator[bytes, None, None]:
         """The reply as the bytes of a Chat Completions stream, one event a read."""
-        head = {"id": f"chatcmpl-fake-{self._calls}", "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": model}
 
         def sse(delta: Optional[Dict[str, Any]], finish: Optional[str] = None,
                 **extra: Any) -> bytes:

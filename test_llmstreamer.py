@@ -6816,3 +6816,24 @@ def test_fake_stall_is_interrupted_by_deadline():
     with pytest.raises(ls.APITimeoutError, match="deadline") as info:
         list(fake.stream_chat("Hi"))
     assert time.monotonic() - t0 < 10 and info.value.partial.text == "a"
+
+
+def test_fake_other_exceptions_meet_the_core_as_transport_errors():
+    fake = ls.FakeProvider(["a", ConnectionResetError("reset by peer")])
+    with pytest.raises(ls.APIConnectionError, match="reset by peer") as info:
+        fake.chat("Hi")
+    assert info.value.partial.text == "a"
+    with pytest.raises(KeyboardInterrupt):
+        ls.FakeProvider(["a", KeyboardInterrupt()]).chat("Hi")
+
+
+def test_fake_is_safe_from_many_threads():
+    fake = ls.FakeProvider("one two three")
+    texts: List[str] = []
+    threads = [threading.Thread(target=lambda: texts.append(fake.chat("Hi").text))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert texts == ["one two three"] * 8 and len(fake.requests) == 8
