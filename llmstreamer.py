@@ -3370,6 +3370,15 @@ def _words(text: str) -> List[str]:
     return re.findall(r"\s*\S+|\s+$", text)
 
 
+def _copy_error(exc: BaseException) -> BaseException:
+    """A fresh copy to raise, so the script's own instance gets no ``.partial``
+    or traceback and can be raised again on the next call."""
+    try:
+        return copy.copy(exc)
+    except Exception:  # an exception class copy cannot rebuild from its args
+        return exc
+
+
 class FakeProvider(_Provider):
     """A provider that streams scripted replies, for testing your own code.
 
@@ -3420,9 +3429,9 @@ class FakeProvider(_Provider):
             raise ValueError("FakeProvider needs at least one reply, e.g. FakeProvider('Hi')")
         for reply in replies:
             for item in [reply] if isinstance(reply, str) else reply:
-                if not isinstance(item, (str, float, int, Event, BaseException, _Finish)) or (
-                        isinstance(item, Event) and item.type == "done") or item is True or (
-                        item is False):
+                known = isinstance(item, (str, Event, BaseException, _Finish)) or (
+                    isinstance(item, (int, float)) and not isinstance(item, bool))
+                if not known or (isinstance(item, Event) and item.type == "done"):
                     raise TypeError(f"FakeProvider cannot stream {item!r}: a reply is a str or "
                                     "a list of str, Event, float (a stall), exception "
                                     "or FakeProvider.finish(reason)")
@@ -3478,7 +3487,7 @@ class FakeProvider(_Provider):
             elif isinstance(item, BaseException):
                 if isinstance(item, IncompleteStreamError):
                     return  # cut: the core sees a stream without its end
-                raise copy.copy(item)
+                raise _copy_error(item)
             elif isinstance(item, (int, float)):
                 if control.wake.wait(item):  # killed: past a limit, or closed
                     raise APIConnectionError("the fake stream was interrupted")

@@ -6837,3 +6837,14 @@ def test_fake_is_safe_from_many_threads():
     for t in threads:
         t.join(30)
     assert texts == ["one two three"] * 8 and len(fake.requests) == 8
+
+
+def test_fake_repeated_error_reply_is_raised_fresh_each_call():
+    fake = ls.FakeProvider([ls.ServerError("down", status=503)], max_retries=1)
+    for _ in range(2):
+        with pytest.raises(ls.ServerError) as info:
+            fake.chat("Hi")
+        assert info.value.status == 503 and info.value.partial.retries == 1
+    assert len(fake.requests) == 4
+    with pytest.raises(TypeError, match="cannot stream True"):
+        ls.FakeProvider(["a", True])
