@@ -28,6 +28,7 @@ __all__ = [
     "BadRequestError",
     "Completion",
     "Event",
+    "FakeProvider",
     "Gemini",
     "IncompleteStreamError",
     "LLMStreamerError",
@@ -51,6 +52,7 @@ __all__ = [
     "stream_with_callbacks",
 ]
 
+import copy
 import importlib
 import json
 import json.decoder
@@ -1685,7 +1687,6 @@ class _Provider:
 
     def _stream(self, req: _Request, base_url: str, control: _Control
                 ) -> Generator[Event, None, Optional[Completion]]:
-        session = self._get_session()
         retries = 0
         try:
             while True:
@@ -1693,15 +1694,13 @@ class _Provider:
                 st.retries, st.t0 = retries, control.t0  # ttft and deadline count retries
                 control.st = st
                 try:
-                    resp = self._open(session, req, control)
+                    whole, chunks, finish = self._send(req, control)
+                    read = False
                     try:
-                        control.attach(getattr(resp.raw.connection, "sock", None))
-                        whole = self._check(resp, req)
-                        chunks = _read_chunks(resp.raw)
                         yield from self._events(chunks, st, whole, control)
-                        _drain(resp, chunks)  # the caller read past "done": reuse it
+                        read = True
                     finally:
-                        resp.close()
+                        finish(read)
                     return control.completion
                 except LLMStreamerError as raised:
                     if control.why == "closed":
@@ -1752,6 +1751,29 @@ class _Provider:
         if left is not None and wait >= left:
             return None  # a retry after the deadline cannot be waited for
         return wait
+
+    def _send(self, req: _Request, control: _Control
+              ) -> Tuple[bool, Iterator[bytes], Callable[[bool], None]]:
+        """One attempt: send ``req``; (the body is one JSON document, its
+        bytes, ``finish(read)`` to call once done with them). The only step
+        that touches the network (``FakeProvider`` plays a script instead)."""
+        resp = self._open(self._get_session(), req, control)
+        try:
+            control.attach(getattr(resp.raw.connection, "sock", None))
+            whole = self._check(resp, req)
+        except BaseException:
+            resp.close()
+            raise
+        chunks = _read_chunks(resp.raw)
+
+        def finish(read: bool) -> None:
+            try:
+                if read:
+                    _drain(resp, chunks)  # the caller read past "done": reuse it
+            finally:
+                resp.close()
+
+        return whole, chunks, finish
 
     def _open(self, session: requests.Session, req: _Request,
               control: _Control) -> requests.Response:
@@ -3378,6 +3400,167 @@ class OpenAIResponses(_Provider):
         out: Dict[str, Any] = {"type": "json_schema", "name": spec.pop("name", "response")}
         out.update(spec)
         return out
+
+
+# ------------------------------------------------------------------ fake ---
+
+@dataclass(frozen=True)
+class _Finish:
+    reason: str
+
+
+_Reply = Union[str, Sequence[Union[str, float, Event, BaseException, _Finish]]]
+
+
+def _words(text: str) -> List[str]:
+    """Word-sized pieces, each with the spaces before it, as tokens come."""
+    return re.findall(r"\s*\S+|\s+$", text)
+
+
+def _copy_error(exc: BaseException) -> BaseException:
+    """A fresh copy to raise, so the script's own instance gets no ``.partial``
+    or traceback and can be raised again on the next call."""
+    try:
+        return copy.copy(exc)
+    except Exception:  # an exception class copy cannot rebuild from its args
+        return exc
+
+
+class FakeProvider(_Provider):
+    """A provider that streams scripted replies, for testing your own code.
+
+    Each call (each attempt, retries included) takes the next reply; the
+    last one repeats. A reply is a ``str`` (word-sized text deltas, finish
+    ``stop``) or a list of items:
+
+    - ``str``: one text delta;
+    - ``Event("reasoning", text=...)``, ``Event("tool_call", index=, id=,
+      name=, arguments=)`` (arguments sent in word-sized fragments, as the
+      real servers split them), ``Event("usage", usage=Usage(...))`` (sent
+      after the finish chunk, as OpenAI does);
+    - ``FakeProvider.finish("length")``: the finish reason (default
+      ``tool_calls`` if the reply has a tool call, else ``stop``);
+    - a float: the server is silent that many seconds (``stall_timeout``,
+      ``deadline`` and ``Stream.close()`` interrupt it);
+    - an exception instance: raised there (a copy), with ``.partial``; an
+      error before any delta is retried as a real one is (``max_retries``);
+      an ``IncompleteStreamError`` cuts the stream, which the core reports.
+      Other exceptions meet the core as a transport's would (an ``OSError``
+      becomes ``APIConnectionError``; ``KeyboardInterrupt`` passes through).
+
+    The replies are rendered as Chat Completions SSE and read by the same
+    core and parser as ``OpenAI``'s, so events, accumulation, retries and
+    errors are the real ones. ``.requests`` lists what each attempt sent:
+    dicts with ``messages`` (OpenAI-style), ``model`` and ``options``.
+
+        fake = ls.FakeProvider("Hello there", [ls.RateLimitError("slow", status=429), "ok"])
+        assert fake.chat("Hi").text == "Hello there"
+    """
+
+    name = "fake"
+    default_base_url = "http://fake.invalid/v1"
+    default_model = "fake-model"
+    _parser = _OpenAIParser
+    _retry_base = 0.01  # tests should not wait half a second per scripted retry
+    _options = OpenAI._options
+    _body_fields = OpenAI._body_fields
+
+    def __init__(self, *replies: _Reply, model: Optional[str] = None, max_retries: int = 2,
+                 stall_timeout: Optional[float] = None,
+                 deadline: Optional[float] = None) -> None:
+        """replies: what successive calls stream (the last repeats).
+        model, max_retries, stall_timeout, deadline: as for real providers."""
+        super().__init__(model=model, max_retries=max_retries,
+                         stall_timeout=stall_timeout, deadline=deadline)
+        if not replies:
+            raise ValueError("FakeProvider needs at least one reply, e.g. FakeProvider('Hi')")
+        for reply in replies:
+            for item in [reply] if isinstance(reply, str) else reply:
+                known = isinstance(item, (str, Event, BaseException, _Finish)) or (
+                    isinstance(item, (int, float)) and not isinstance(item, bool))
+                if not known or (isinstance(item, Event) and item.type == "done"):
+                    raise TypeError(f"FakeProvider cannot stream {item!r}: a reply is a str or "
+                                    "a list of str, Event, float (a stall), exception "
+                                    "or FakeProvider.finish(reason)")
+        self.replies = list(replies)
+        self.requests: List[Dict[str, Any]] = []
+        self._calls = 0
+        self._script_lock = threading.Lock()
+
+    @staticmethod
+    def finish(reason: str) -> Any:
+        """A reply item that ends it with this Chat Completions finish reason."""
+        return _Finish(reason)
+
+    def _require_key(self, base_url: str) -> Optional[str]:
+        return None
+
+    def _build(self, messages: List[Dict[str, Any]], model: str, base_url: str,
+               key: Optional[str], options: Dict[str, Any]) -> _Request:
+        messages = [_openai_turn(m, None) if m["role"] == "assistant" else m
+                    for m in messages]
+        return _Request(_endpoint(base_url, "/chat/completions"), {},
+                        {"messages": messages, "model": model, "options": options}, model)
+
+    def _send(self, req: _Request, control: _Control
+              ) -> Tuple[bool, Iterator[bytes], Callable[[bool], None]]:
+        with self._script_lock:
+            self.requests.append(copy.deepcopy(req.body))  # later changes do not show
+            reply = self.replies[min(self._calls, len(self.replies) - 1)]
+            self._calls += 1
+            head = {"id": f"chatcmpl-fake-{self._calls}", "object": "chat.completion.chunk",
+                    "created": int(time.time()), "model": req.model}
+        chunks = self._play(_words(reply) if isinstance(reply, str) else list(reply),
+                            head, control)
+        return False, chunks, lambda read: chunks.close()
+
+    @staticmethod
+    def _play(items: List[Any], head: Dict[str, Any], control: _Control
+              ) -> Generator[bytes, None, None]:
+        """The reply as the bytes of a Chat Completions stream, one event a read."""
+
+        def sse(delta: Optional[Dict[str, Any]], finish: Optional[str] = None,
+                **extra: Any) -> bytes:
+            choices = [] if delta is None else [{"index": 0, "delta": delta,
+                                                 "finish_reason": finish}]
+            return b"data: " + json.dumps({**head, "choices": choices, **extra}).encode() + b"\n\n"
+
+        yield sse({"role": "assistant", "content": ""})
+        usage, reason = None, None
+        calls = any(isinstance(i, Event) and i.type == "tool_call" for i in items)
+        for item in items:
+            if isinstance(item, _Finish):
+                reason = item.reason
+            elif isinstance(item, BaseException):
+                if isinstance(item, IncompleteStreamError):
+                    return  # cut: the core sees a stream without its end
+                raise _copy_error(item)
+            elif isinstance(item, (int, float)):
+                if control.wake.wait(item):  # killed: past a limit, or closed
+                    raise APIConnectionError("the fake stream was interrupted")
+            elif isinstance(item, str):
+                yield sse({"content": item})
+            elif item.type in ("text", "reasoning"):
+                yield sse({"content" if item.type == "text" else "reasoning_content": item.text})
+            elif item.type == "usage":
+                usage = item.usage or Usage()
+            else:  # tool_call: a head with id and name, then argument fragments
+                index = {"index": item.index}
+                if item.name is not None or item.id is not None:
+                    yield sse({"tool_calls": [{**index, "id": item.id or f"call_{item.index}",
+                                               "type": "function",
+                                               "function": {"name": item.name or "",
+                                                            "arguments": ""}}]})
+                for piece in _words(item.arguments):
+                    yield sse({"tool_calls": [{**index, "function": {"arguments": piece}}]})
+        yield sse({}, reason or ("tool_calls" if calls else "stop"))
+        if usage is not None:
+            yield sse(None, usage={
+                "prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
+                "total_tokens": usage.total_tokens,
+                "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+                "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens}})
+        yield b"data: [DONE]\n\n"
 
 
 # ------------------------------------------------------------ public API ---

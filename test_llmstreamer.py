@@ -1559,7 +1559,7 @@ PUBLIC = {
     "LLMStreamerError", "APIError", "BadRequestError", "AuthenticationError",
     "PermissionDeniedError", "NotFoundError", "RateLimitError", "ServerError", "Stream",
     "APIConnectionError", "APITimeoutError", "IncompleteStreamError",
-    "partial_json",
+    "partial_json", "FakeProvider",
 }  # fmt: skip
 
 
@@ -7066,3 +7066,206 @@ def test_endless_keepalives_end_at_the_limit_with_bounded_memory(raw_serve, name
     assert word in out["message"], out
     assert out["seconds"] < 1.5 + SLACK, out
     assert out["grew_mb"] < GROWTH_LIMIT_MB, out
+
+
+# --------------------------------------------------------------------------
+# Issue 14: FakeProvider, scripted replies for users' tests
+# --------------------------------------------------------------------------
+
+
+def test_fake_str_reply_streams_words_and_stops():
+    fake = ls.FakeProvider("Hello there,  world\n")
+    with fake.stream_chat("Hi") as s:
+        assert list(s) == ["Hello", " there,", "  world", "\n"]
+    c = s.completion
+    assert c.text == "Hello there,  world\n" and c.finish_reason == "stop"
+    assert c.provider == "fake" and c.model == "fake-model" and c.usage is None
+
+
+def test_fake_list_items_reasoning_text_usage_finish():
+    usage = ls.Usage(input_tokens=5, output_tokens=7, total_tokens=12, reasoning_tokens=3,
+                     cached_tokens=1)
+    fake = ls.FakeProvider([ls.Event("reasoning", text="think"), "Hel", "lo",
+                            ls.Event("usage", usage=usage), ls.FakeProvider.finish("length")])
+    events = list(fake.stream_events("Hi"))
+    assert [(e.type, e.text) for e in events[:3]] == [
+        ("reasoning", "think"), ("text", "Hel"), ("text", "lo")]
+    assert events[3].type == "usage" and events[3].usage == usage
+    c = events[-1].completion
+    assert (c.text, c.reasoning, c.finish_reason, c.stop_reason) == ("Hello", "think",
+                                                                      "length", "length")
+    assert c.usage == usage
+    assert events[1].raw["choices"][0]["delta"] == {"content": "Hel"}  # the wire's own JSON
+
+
+def test_fake_tool_call_fragments_assembled():
+    fake = ls.FakeProvider([
+        ls.Event("tool_call", index=0, id="call_a", name="weather", arguments='{"city": "Paris"}'),
+        ls.Event("tool_call", index=1, id="call_b", name="time", arguments='{"tz": "CET"}'),
+    ])
+    events = list(fake.stream_events("Hi", tools=[]))
+    frags = [e for e in events if e.type == "tool_call"]
+    assert len(frags) > 2 and frags[0].name == "weather" and frags[0].arguments == ""
+    assert "".join(f.arguments for f in frags if f.index == 0) == '{"city": "Paris"}'
+    c = events[-1].completion
+    assert c.finish_reason == "tool_calls"
+    assert [(t.id, t.name, t.args) for t in c.tool_calls] == [
+        ("call_a", "weather", {"city": "Paris"}), ("call_b", "time", {"tz": "CET"})]
+    assert c.message["tool_calls"][1]["function"]["name"] == "time"
+
+
+def test_fake_calls_take_replies_in_turn_last_repeats_and_requests_recorded():
+    fake = ls.FakeProvider("one", "two", model="m0")
+    assert fake.chat("a").text == "one"
+    assert fake.chat([{"role": "user", "content": "b"}], "m1", system="be brief",
+                     temperature=0.5).text == "two"
+    assert fake.chat("c").text == "two"
+    assert len(fake.requests) == 3
+    assert fake.requests[0] == {"messages": [{"role": "user", "content": "a"}],
+                                "model": "m0", "options": {}}
+    assert fake.requests[1] == {
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "b"}],
+        "model": "m1", "options": {"temperature": 0.5}}
+
+
+def test_fake_misspelt_option_is_a_type_error_like_openai():
+    with pytest.raises(TypeError, match="max_tokens"):
+        ls.FakeProvider("x").chat("Hi", max_token=5)
+
+
+def test_fake_error_before_any_delta_is_retried():
+    fake = ls.FakeProvider([ls.RateLimitError("slow down", status=429)], "ok")
+    c = fake.chat("Hi")
+    assert c.text == "ok" and c.retries == 1 and len(fake.requests) == 2
+    no_retry = ls.FakeProvider([ls.ServerError("down", status=503)], "ok", max_retries=0)
+    with pytest.raises(ls.ServerError, match="down") as info:
+        no_retry.chat("Hi")
+    assert info.value.partial is not None and info.value.partial.text == ""
+
+
+def test_fake_error_after_deltas_keeps_partial_and_is_not_retried():
+    boom = ls.APIConnectionError("connection reset")
+    fake = ls.FakeProvider(["Hel", "lo", boom], "never")
+    seen = []
+    with pytest.raises(ls.APIConnectionError) as info:
+        for t in fake.stream_chat("Hi"):
+            seen.append(t)
+    assert seen == ["Hel", "lo"] and info.value.partial.text == "Hello"
+    assert len(fake.requests) == 1 and boom.partial is None  # the script is left untouched
+
+
+def test_fake_incomplete_stream_is_the_cores_own_error():
+    fake = ls.FakeProvider(["cut ", "off", ls.IncompleteStreamError("cut")])
+    with pytest.raises(ls.IncompleteStreamError, match="cut off") as info:
+        fake.chat("Hi")
+    assert info.value.partial.text == "cut off"
+
+
+def test_fake_stall_is_interrupted_by_stall_timeout():
+    fake = ls.FakeProvider(["a", 30.0, "b"], stall_timeout=0.2, max_retries=0)
+    t0 = time.monotonic()
+    with pytest.raises(ls.APITimeoutError, match="stall_timeout") as info:
+        fake.chat("Hi")
+    assert time.monotonic() - t0 < 10
+    assert info.value.partial.text == "a"
+
+
+def test_fake_stall_is_interrupted_by_close_from_another_thread():
+    fake = ls.FakeProvider(["a", 30.0, "b"])
+    s = fake.stream_chat("Hi")
+    assert next(s) == "a"
+    threading.Timer(0.1, s.close).start()
+    t0 = time.monotonic()
+    assert list(s) == []
+    assert time.monotonic() - t0 < 10 and s.closed
+
+
+def test_fake_short_pause_then_rest():
+    assert ls.FakeProvider(["a", 0.01, "b"]).chat("Hi").text == "ab"
+
+
+def test_fake_with_callbacks():
+    got: Dict[str, List[Any]] = {"content": [], "reasoning": [], "tool": [], "finish": [],
+                                 "error": []}
+    ls.stream_with_callbacks(
+        ls.FakeProvider([ls.Event("reasoning", text="r"), "x",
+                         ls.Event("tool_call", id="c", name="f", arguments="{}")]
+                        ).stream_events("Hi"),
+        on_content=got["content"].append, on_reasoning=got["reasoning"].append,
+        on_tool_call=got["tool"].append, on_finish=got["finish"].append,
+        on_error=got["error"].append)
+    assert got["content"] == ["x"] and got["reasoning"] == ["r"] and got["tool"]
+    assert got["finish"][0].tool_calls[0].name == "f" and not got["error"]
+    errors: List[Exception] = []
+    ls.stream_with_callbacks(
+        ls.FakeProvider(["x", ls.ServerError("boom", status=500)]).stream_events("Hi"),
+        on_error=errors.append)
+    assert isinstance(errors[0], ls.ServerError) and errors[0].partial.text == "x"
+
+
+def test_fake_bad_script_is_a_type_error():
+    with pytest.raises(TypeError, match="cannot stream"):
+        ls.FakeProvider([{"content": "x"}])
+    with pytest.raises(ValueError, match="at least one reply"):
+        ls.FakeProvider()
+
+
+def test_fake_drives_the_cli_turn(capsys):
+    args = ls._cli_parser().parse_args(["hi"])
+    c = ls._cli_turn(ls.FakeProvider("Hello world"), [{"role": "user", "content": "hi"}],
+                     args, {})
+    assert c.text == "Hello world"
+    assert capsys.readouterr().out == "Hello world\n"
+
+
+def test_fake_readme_example_runs():
+    readme = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md"),
+                  encoding="utf-8").read()
+    section = readme.split("## Testing your code", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    scope: Dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    tests = [f for name, f in scope.items() if name.startswith("test_")]
+    assert len(tests) == 3
+    for test in tests:
+        test()
+
+
+def test_fake_stall_is_interrupted_by_deadline():
+    fake = ls.FakeProvider(["a", 30.0], deadline=0.3)
+    t0 = time.monotonic()
+    with pytest.raises(ls.APITimeoutError, match="deadline") as info:
+        list(fake.stream_chat("Hi"))
+    assert time.monotonic() - t0 < 10 and info.value.partial.text == "a"
+
+
+def test_fake_other_exceptions_meet_the_core_as_transport_errors():
+    fake = ls.FakeProvider(["a", ConnectionResetError("reset by peer")])
+    with pytest.raises(ls.APIConnectionError, match="reset by peer") as info:
+        fake.chat("Hi")
+    assert info.value.partial.text == "a"
+    with pytest.raises(KeyboardInterrupt):
+        ls.FakeProvider(["a", KeyboardInterrupt()]).chat("Hi")
+
+
+def test_fake_is_safe_from_many_threads():
+    fake = ls.FakeProvider("one two three")
+    texts: List[str] = []
+    threads = [threading.Thread(target=lambda: texts.append(fake.chat("Hi").text))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert texts == ["one two three"] * 8 and len(fake.requests) == 8
+
+
+def test_fake_repeated_error_reply_is_raised_fresh_each_call():
+    fake = ls.FakeProvider([ls.ServerError("down", status=503)], max_retries=1)
+    for _ in range(2):
+        with pytest.raises(ls.ServerError) as info:
+            fake.chat("Hi")
+        assert info.value.status == 503 and info.value.partial.retries == 1
+    assert len(fake.requests) == 4
+    with pytest.raises(TypeError, match="cannot stream True"):
+        ls.FakeProvider(["a", True])
