@@ -161,24 +161,20 @@ class Relay(BaseHTTPRequestHandler):
         self.send_header("X-Accel-Buffering", "no")  # no proxy buffering (nginx)
         self.end_headers()
         self.close_connection = True  # the body ends when the connection does
-        events = None
         try:
             try:
-                events = ls.stream_events(prompt, **options)
-                for ev in events:
-                    if ev.type == "text":
-                        self._event({"text": ev.text})
-                    elif ev.type == "done" and ev.completion is not None:
-                        c = ev.completion
-                        usage = c.usage.__dict__ if c.usage else None
-                        self._event({"finish_reason": c.finish_reason, "usage": usage}, "done")
+                # leaving the with block, however, closes the model's connection at once
+                with ls.stream_events(prompt, **options) as events:
+                    for ev in events:
+                        if ev.type == "text":
+                            self._event({"text": ev.text})
+                c = events.completion
+                usage = c.usage.__dict__ if c.usage else None
+                self._event({"finish_reason": c.finish_reason, "usage": usage}, "done")
             except (ls.LLMStreamerError, ValueError) as exc:  # the model's, or a setting's
                 self._event({"error": str(exc)}, "failed")
         except (BrokenPipeError, ConnectionResetError):
             self.log_message("browser went away; closing the model's stream")
-        finally:
-            if events is not None:
-                events.close()  # closes the model's HTTP connection at once
 
 
 def main() -> None:

@@ -53,7 +53,8 @@ prompt = " ".join(args[1:] if use_tool else args) or (
 options = {"tools": TOOLS, "tool_choice": "required"} if use_tool else {"response_format": PLAN}
 
 text, calls, shown = "", {}, {}
-for event in ls.stream_events(prompt, **options):
+stream = ls.stream_events(prompt, **options)
+for event in stream:
     if event.type == "text":
         text += event.text
         show("answer", ls.partial_json(text), shown)
@@ -61,8 +62,7 @@ for event in ls.stream_events(prompt, **options):
         name, arguments = calls.get(event.index, (event.name or "", ""))
         calls[event.index] = (name, arguments + event.arguments)
         show(f"{name}#{event.index}", ls.partial_json(calls[event.index][1]), shown)
-    elif event.type == "done":
-        c = event.completion
-        print(f"[done: {c.finish_reason}]")
-        if not use_tool:
-            c.json()  # a ValueError saying why, if the answer is not whole JSON
+c = stream.completion
+print(f"[done: {c.finish_reason}]")
+if not use_tool:
+    c.json()  # a ValueError saying why, if the answer is not whole JSON

@@ -354,12 +354,10 @@ def tool_round_trip(provider: Any, question: str = WEATHER_QUESTION,
     messages: List[Dict[str, Any]] = [*FEW_SHOT, {"role": "user", "content": question}]
     for _ in range(3):  # a bound, should the model keep calling
         stream = provider.stream_chat(messages, **TOOL_OPTIONS)
-        try:
-            while True:
-                out.write(next(stream))
-                out.flush()
-        except StopIteration as stop:
-            completion = stop.value
+        for text in stream:
+            out.write(text)
+            out.flush()
+        completion = stream.completion
         messages.append(completion.message)
         if not completion.tool_calls:
             break

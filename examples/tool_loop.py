@@ -31,11 +31,9 @@ TOOLS = [{
 messages = [{"role": "user", "content": " ".join(sys.argv[1:]) or "Weather in Paris?"}]
 for _ in range(5):  # a bound, in case the model keeps calling tools
     stream = ls.stream_chat(messages, tools=TOOLS)
-    try:
-        while True:
-            print(next(stream), end="", flush=True)
-    except StopIteration as stop:
-        completion = stop.value
+    for text in stream:
+        print(text, end="", flush=True)
+    completion = stream.completion  # the whole turn: tool calls, usage, message
     messages.append(completion.message)
     if not completion.tool_calls:
         print()
