@@ -880,8 +880,7 @@ def _mask(key: str) -> str:
     return f"{key[:3]}...{key[-2:]}" if len(key) > 8 else "***"
 
 
-def _http_error(resp: requests.Response, provider: str, env_key: str,
-                key: Optional[str]) -> APIError:
+def _http_error(resp: requests.Response, provider: str, env_key: str) -> APIError:
     """Build the typed error for a non-2xx response (reads at most 64 KiB)."""
     raw = resp.raw.read(65536, decode_content=True) or b""
     text = raw.decode("utf-8", "replace")  # a key echoed in it is masked by _scrub
@@ -1842,7 +1841,7 @@ class _Provider:
                     "(credentials stay on the configured host); set base_url to the "
                     "final URL", status=resp.status_code, provider=self.name,
                     request_id=_request_id(resp.headers))
-            raise _http_error(resp, self.name, self.key_envs[0], self._key())
+            raise _http_error(resp, self.name, self.key_envs[0])
         ctype = resp.headers.get("content-type", "").lower()
         if ctype.startswith("text/html"):
             raise APIError(
