@@ -1163,15 +1163,20 @@ class _Control:
 
     def check(self, now: float) -> None:
         """The watchdog's look: kill a call past a limit."""
-        if self.deadline_at is not None and now >= self.deadline_at:
-            self.kill("deadline")
-            return
         gen = self.gen() if self.gen is not None else None
         # a consumer busy between events is not a silent server: only a
         # running (reading) generator can stall
-        if (self.stall is not None and gen is not None and gen.gi_running
-                and now - self.quiet_since() >= self.stall):
-            self.kill("stall")
+        why = self.expired(now, reading=gen is not None and gen.gi_running)
+        if why:
+            self.kill(why)
+
+    def expired(self, now: float, reading: bool = True) -> Optional[str]:
+        """The limit this call is past ("deadline", "stall"), or None."""
+        if self.deadline_at is not None and now >= self.deadline_at:
+            return "deadline"
+        if self.stall is not None and reading and now - self.quiet_since() >= self.stall:
+            return "stall"
+        return None
 
     def quiet_since(self) -> float:
         """When content last arrived (or the attempt began, or will)."""
@@ -1867,7 +1872,7 @@ class _Provider:
             else:
                 decoder = _SSEDecoder(MAX_EVENT_BYTES)
                 parse = parser.event
-                watch = self.stall_timeout is not None or self.deadline is not None
+                watch = control.deadline is not None or control.stall is not None
                 for chunk in chunks:
                     for sse in decoder.feed(chunk):
                         if st.done:  # nothing after the terminal event is read
@@ -1876,7 +1881,7 @@ class _Provider:
                     if st.done:
                         break
                     if watch:
-                        self._check_clock(st)
+                        self._check_clock(st, control)
                 if not st.ended:
                     where = "in the middle of an event" if decoder.pending else "between events"
                     raise IncompleteStreamError(
@@ -1899,17 +1904,17 @@ class _Provider:
         control.completion = st.completion()
         yield Event("done", completion=control.completion)
 
-    def _check_clock(self, st: _State) -> None:
-        """Called after each read when ``stall_timeout`` or ``deadline`` is set."""
+    def _check_clock(self, st: _State, control: _Control) -> None:
+        """After each read when a limit is set: the stall clock restarts on
+        content, and a limit already past (keep-alives keep the reads coming)
+        ends the call as the watchdog would, final like its."""
         now = time.monotonic()
-        if st.deltas != st.deltas_seen:  # content in this read: the stall clock restarts
+        if st.deltas != st.deltas_seen:
             st.deltas_seen, st.t_content = st.deltas, now
-        if self.deadline is not None and now - st.t0 > self.deadline:
-            raise APITimeoutError(f"{self.name} stream passed its deadline of {self.deadline}s")
-        if self.stall_timeout is not None and now - st.t_content > self.stall_timeout:
-            raise APITimeoutError(
-                f"{self.name} sent no content for {now - st.t_content:.1f}s (only keep-alives; "
-                f"stall_timeout={self.stall_timeout}s)")
+        why = control.expired(now)
+        if why:
+            control.kill(why)
+            raise control.error(self.name)
 
     def _broken(self, exc: Exception) -> LLMStreamerError:
         text = str(exc)

@@ -7269,3 +7269,11 @@ def test_fake_repeated_error_reply_is_raised_fresh_each_call():
     assert len(fake.requests) == 4
     with pytest.raises(TypeError, match="cannot stream True"):
         ls.FakeProvider(["a", True])
+
+
+def test_stall_under_keepalives_is_final_like_a_silent_one(server):
+    server.script(Reply([b": keep-alive\n\n", 0.3] * 12))
+    p = ls.OpenAI(base_url=server.url, stall_timeout=1, max_retries=2, timeout=5)
+    exc, elapsed = timed(lambda: p.chat("hi"))
+    check_timeout(exc, elapsed, 1, "stall_timeout")
+    assert len(server.requests) == 1  # a limit that fired is not retried
