@@ -96,10 +96,11 @@ import sseclient
 class _Deferred:
     """A module imported when it is first used, then bound in its place.
 
-    requests, urllib3 and http.client take ~100 ms to import; ``import
-    llmstreamer`` does not pay that (a CLI's --help, a program that may never
-    stream); the first request does. Setting an attribute sets it on the
-    module, so ``mock.patch("llmstreamer.requests.Session")`` works."""
+    urllib3 and http.client take ~70 ms to import, requests ~30 ms more;
+    ``import llmstreamer`` does not pay that (a CLI's --help, a program that
+    may never stream): the first request imports urllib3, and only a
+    caller's ``session=`` or ``auth=`` needs requests. Setting an attribute
+    sets it on the module, so ``mock.patch("llmstreamer.u3.X")`` works."""
 
     def __init__(self, alias: str, module: str) -> None:
         self.__dict__.update(alias=alias, module=module)
@@ -125,8 +126,11 @@ if TYPE_CHECKING:
     import http.client as httpclient
 
     import requests
+    import urllib3
     import urllib3.exceptions as u3
+    from urllib3 import BaseHTTPResponse as _Response
 else:
+    _Response = Any
     httpclient = _Deferred("httpclient", "http.client")
     requests = _Deferred("requests", "requests")
     u3 = _Deferred("u3", "urllib3.exceptions")
@@ -813,9 +817,11 @@ def _read_timeout(timeout: Timeout) -> float:
     return timeout[1] if isinstance(timeout, tuple) else timeout
 
 
-def _innermost(exc: BaseException) -> BaseException:
-    """The root of a requests/urllib3 error chain (requests -> MaxRetryError ->
-    NewConnectionError -> OSError, or ProtocolError('Connection aborted.', err))."""
+def _chain(exc: BaseException) -> List[BaseException]:
+    """A urllib3 error and the errors it wraps, the root last (requests ->
+    MaxRetryError -> NewConnectionError, or ProtocolError('Connection
+    aborted.', RemoteDisconnected))."""
+    out = [exc]
     for _ in range(8):
         inner = getattr(exc, "reason", None)
         if not isinstance(inner, BaseException):
@@ -823,7 +829,8 @@ def _innermost(exc: BaseException) -> BaseException:
         if inner is None:
             break
         exc = inner
-    return exc
+        out.append(exc)
+    return out
 
 
 def _chain_text(exc: BaseException) -> str:
@@ -831,14 +838,14 @@ def _chain_text(exc: BaseException) -> str:
     out, seen = [], 0
     cur: Optional[BaseException] = exc
     while cur is not None and seen < 12:
-        out.append(str(_innermost(cur)))
+        out.append(str(_chain(cur)[-1]))
         cur, seen = cur.__cause__ or cur.__context__, seen + 1
     return " / ".join(out)
 
 
 def _cause(exc: BaseException) -> str:
     """The innermost reason of a requests/urllib3 error, e.g. 'Connection refused'."""
-    text = str(_innermost(exc))
+    text = str(_chain(exc)[-1])
     return text.split(": ", 1)[1] if text.startswith("HTTPConnection") and ": " in text else text
 
 
@@ -880,9 +887,9 @@ def _mask(key: str) -> str:
     return f"{key[:3]}...{key[-2:]}" if len(key) > 8 else "***"
 
 
-def _http_error(resp: requests.Response, provider: str, env_key: str) -> APIError:
+def _http_error(resp: _Response, provider: str, env_key: str) -> APIError:
     """Build the typed error for a non-2xx response (reads at most 64 KiB)."""
-    raw = resp.raw.read(65536, decode_content=True) or b""
+    raw = resp.read(65536, decode_content=True) or b""
     text = raw.decode("utf-8", "replace")  # a key echoed in it is masked by _scrub
     body: Any = text
     message: Optional[str] = None
@@ -894,14 +901,14 @@ def _http_error(resp: requests.Response, provider: str, env_key: str) -> APIErro
             message = " ".join(_TAG.sub(" ", text).split())[:300]
         else:
             message = text.strip()[:300]
-    status = resp.status_code
+    status = resp.status
     if status == 400 and '"API_KEY_INVALID"' in text:
         status = 401  # Gemini answers a bad key with 400 INVALID_ARGUMENT
     hint = _HINTS.get(status, "")
     if status == 401:
         hint = f"check the API key (api_key= or {env_key})"
     detail = message or resp.reason or "no message"
-    text = (f"{resp.status_code} {resp.reason or ''} from {provider}: {detail}"
+    text = (f"{resp.status} {resp.reason or ''} from {provider}: {detail}"
             .replace("  ", " "))
     if hint:
         text += f" ({hint})"
@@ -1084,16 +1091,22 @@ def _gunzip(body: Iterator[bytes]) -> Iterator[bytes]:
         yield rest
 
 
+def _release(resp: _Response) -> None:
+    """Done with a response: its connection is closed unless it was read to
+    its end (then it is in the pool already), and its pool slot freed."""
+    resp.close()
+    resp.release_conn()
+
+
 _DRAIN_TIMEOUT = 0.05  # seconds to wait for the bytes after a terminal event
 
 
-def _drain(resp: requests.Response, chunks: Iterator[bytes]) -> None:
+def _drain(resp: _Response, chunks: Iterator[bytes]) -> None:
     """Read what follows the terminal event (usually just the chunked
     terminator), so urllib3 returns the connection to the pool; close()
     would otherwise drop it, and the next call would pay a new TLS handshake.
     A server that keeps talking past its end gets the connection closed."""
-    raw = resp.raw
-    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    sock = getattr(resp.connection, "sock", None)
     if sock is None:
         return
     try:
@@ -1251,17 +1264,21 @@ def _attach(sock: Any) -> None:
         control.attach(sock)
 
 
-_adapter_class: Any = None
+_pool_classes: Optional[Dict[str, Any]] = None
 
 
-def _adapter() -> requests.adapters.HTTPAdapter:
-    """requests' adapter with connections that (1) tell the call sending on
-    them which socket to shut down, so a limit or close() can end a request
-    still waiting for its headers, and (2) read past 1xx interim responses
-    (103 Early Hints, which CDNs send) to the final one. Built on first use:
-    requests and urllib3 are imported with the first request."""
-    global _adapter_class
-    if _adapter_class is None:
+def _pool_manager(proxy: Optional[str], ca: Optional[str]) -> urllib3.PoolManager:
+    """urllib3's pool manager (through ``proxy``, if given), verifying TLS
+    against ``ca`` or certifi's bundle as requests does, with connections that
+    (1) tell the call sending on them which socket to shut down, so a limit or
+    close() can end a request still waiting for its headers, and (2) read past
+    1xx interim responses (103 Early Hints, which CDNs send) to the final one.
+    urllib3 is imported with the first request; requests only for a caller's
+    ``session=`` or ``auth=``."""
+    global _pool_classes
+    import urllib3
+
+    if _pool_classes is None:
         import urllib3.connection
         import urllib3.connectionpool
 
@@ -1295,16 +1312,75 @@ def _adapter() -> requests.adapters.HTTPAdapter:
         class TLSPool(urllib3.connectionpool.HTTPSConnectionPool):
             ConnectionCls = connection(urllib3.connection.HTTPSConnection)
 
-        class Adapter(requests.adapters.HTTPAdapter):
-            def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-                super().init_poolmanager(*args, **kwargs)
-                self.poolmanager.pool_classes_by_scheme = {"http": Pool, "https": TLSPool}
+        _pool_classes = {"http": Pool, "https": TLSPool}
+    if ca is None:
+        try:
+            import certifi
 
-        _adapter_class = Adapter
+            ca = certifi.where()
+        except ImportError:  # a distribution's requests without certifi: the system's CAs
+            pass
     # many threads share one provider: keep a connection per thread
-    adapter: requests.adapters.HTTPAdapter = _adapter_class(pool_connections=4,
-                                                            pool_maxsize=256)
-    return adapter
+    kw: Dict[str, Any] = {"num_pools": 4, "maxsize": 256, "cert_reqs": "CERT_REQUIRED"}
+    if ca is not None:
+        kw["ca_cert_dir" if os.path.isdir(ca) else "ca_certs"] = ca
+    if proxy is None:
+        manager = urllib3.PoolManager(**kw)
+    elif proxy.lower().startswith("socks"):
+        try:  # its own connection classes: limits end it only by the capped timeouts
+            from urllib3.contrib.socks import SOCKSProxyManager
+        except ImportError as exc:
+            raise APIConnectionError(f"the proxy {_safe_url(proxy)} is a SOCKS proxy: "
+                                     "pip install pysocks") from exc
+        return SOCKSProxyManager(proxy, **kw)
+    else:
+        auth = urlsplit(proxy)
+        if auth.username is not None:  # requests sends a proxy URL's user:password
+            from urllib.parse import unquote
+
+            kw["proxy_headers"] = urllib3.util.make_headers(
+                proxy_basic_auth=f"{unquote(auth.username)}:{unquote(auth.password or '')}")
+        manager = urllib3.ProxyManager(proxy, **kw)
+    manager.pool_classes_by_scheme = _pool_classes
+    return manager
+
+
+def _env(name: str) -> Optional[str]:
+    """A proxy variable as urllib reads it: the lowercase name first, and
+    HTTP_PROXY not at all in a CGI script (httpoxy)."""
+    value = os.environ.get(name)
+    if value is None and not (name == "http_proxy" and "REQUEST_METHOD" in os.environ):
+        value = os.environ.get(name.upper())
+    return value
+
+
+def _env_proxy(url: str) -> Optional[str]:
+    """The proxy the environment names for ``url``, as requests reads it
+    (``https_proxy``, ``http_proxy``, ``all_proxy``, ``no_proxy`` with host
+    suffixes, ``host:port``, IP networks and ``*``), or None. A few dict
+    lookups: read on every request, so a changed variable is seen."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    for entry in (_env("no_proxy") or "").replace(" ", "").lower().split(","):
+        entry = entry.lstrip(".")
+        if entry == "*" or (entry and (host == entry or host.endswith("." + entry)
+                                       or f"{host}:{parts.port}" == entry
+                                       or ("/" in entry and _in_network(host, entry)))):
+            return None
+    for name in (f"{parts.scheme}_proxy", "all_proxy"):
+        proxy = _env(name)
+        if proxy:
+            return proxy if "://" in proxy else "http://" + proxy
+    return None
+
+
+def _in_network(host: str, network: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host) in ipaddress.ip_network(network, strict=False)
+    except ValueError:  # not an IP address, or not a network
+        return False
 
 
 # --------------------------------------------------------------- secrets ---
@@ -1534,8 +1610,8 @@ class _Provider:
         self.stall_timeout = stall_timeout  # keep-alives but no content this long
         self.deadline = deadline  # seconds for a whole stream, retries included
         self.auth = auth
-        self._session = session
-        self._own_session = session is None  # ours to replace in a forked child
+        self._session = session  # the caller's; else urllib3's pools, made as needed
+        self._pools: Dict[Tuple[Optional[str], Optional[str]], urllib3.PoolManager] = {}
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._no_stream_options: Set[str] = set()  # base URLs that rejected it
@@ -1598,16 +1674,19 @@ class _Provider:
             )
         return key
 
-    def _get_session(self) -> requests.Session:
+    def _pool(self, url: str) -> urllib3.PoolManager:
+        """The urllib3 pool manager for ``url``: through the proxy the
+        environment names for it now, trusting ``REQUESTS_CA_BUNDLE`` or
+        ``CURL_CA_BUNDLE`` if set, as requests would."""
+        proxy = _env_proxy(url)
+        ca = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
         with self._lock:
-            # a forked child must not read from its parent's pooled sockets
-            if self._session is None or (self._own_session and self._pid != os.getpid()):
-                s = requests.Session()
-                adapter = _adapter()
-                s.mount("https://", adapter)
-                s.mount("http://", adapter)
-                self._session, self._pid = s, os.getpid()
-            return self._session
+            if self._pid != os.getpid():  # a forked child must not read its parent's sockets
+                self._pools, self._pid = {}, os.getpid()
+            manager = self._pools.get((proxy, ca))
+            if manager is None:
+                manager = self._pools[proxy, ca] = _pool_manager(proxy, ca)
+            return manager
 
     # a protocol adapter is a request builder and a _Parser class
 
@@ -1761,34 +1840,87 @@ class _Provider:
         """One attempt: send ``req``; (the body is one JSON document, its
         bytes, ``finish(read)`` to call once done with them). The only step
         that touches the network (``FakeProvider`` plays a script instead)."""
-        resp = self._open(self._get_session(), req, control)
+        resp = self._open(req, control)
         try:
-            control.attach(getattr(resp.raw.connection, "sock", None))
+            control.attach(getattr(resp.connection, "sock", None))
             whole = self._check(resp, req)
         except BaseException:
-            resp.close()
+            _release(resp)
             raise
-        chunks = _read_chunks(resp.raw)
+        chunks = _read_chunks(resp)
 
         def finish(read: bool) -> None:
             try:
                 if read:
                     _drain(resp, chunks)  # the caller read past "done": reuse it
             finally:
-                resp.close()
+                _release(resp)
 
         return whole, chunks, finish
 
-    def _open(self, session: requests.Session, req: _Request,
-              control: _Control) -> requests.Response:
-        """Send the request; failures to get a response leave as typed errors."""
+    def _open(self, req: _Request, control: _Control) -> _Response:
+        """Send the request: urllib3's response, its body unread. Failures to
+        get one leave as typed errors."""
         url = _safe_url(req.url, self._secrets())
+        log.debug("%s: POST %s model=%s", self.name, url, req.model)
+        try:  # requests' json=, compact
+            body = json.dumps(req.body, separators=(",", ":"), allow_nan=False).encode()
+        except ValueError as exc:
+            raise ValueError(f"the request cannot be sent as JSON: {exc}") from None
+        headers = {"Content-Type": "application/json", "Accept-Encoding": "gzip, deflate",
+                   "User-Agent": f"llmstreamer/{__version__}", **req.headers}
         _local.control = control  # our connections attach their socket to it
         try:
-            return self._post(session, req, control)
-        except requests.ConnectTimeout as exc:
-            raise APITimeoutError(f"timed out connecting to {url}") from exc
-        except requests.Timeout as exc:
+            try:
+                return self._post(req.url, headers, body, control)
+            except (OSError, u3.HTTPError) as exc:
+                # Servers such as llama.cpp's advertise keep-alive yet close after a
+                # stream; a request sent on such a pooled connection meets a close
+                # before any response byte. Nothing was received, so nothing can be
+                # duplicated: send it once more (on a new connection), uncounted.
+                stale = (httpclient.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+                if control.why or not isinstance(_chain(exc)[-1], stale):
+                    raise  # a limit or close() shut the socket: not a stale connection
+                log.debug("%s: pooled connection was closed by the server; sending again",
+                          self.name)
+            return self._post(req.url, headers, body, control)
+        except LLMStreamerError:
+            raise
+        except Exception as exc:
+            raise self._send_error(exc, url) from exc
+        finally:
+            _local.control = None
+
+    def _post(self, url: str, headers: Dict[str, str], body: bytes, control: _Control
+              ) -> _Response:
+        connect, read = (self.timeout if isinstance(self.timeout, tuple)
+                         else (self.timeout, self.timeout))
+        left = control.left()
+        if left is not None:  # no single wait may outlast the deadline
+            left = max(left, 0.001)
+            connect, read = min(connect, left), min(read, left)
+        if self._session is not None:  # the caller's requests.Session
+            return self._session.post(url, data=body, headers=headers, stream=True,
+                                      timeout=(connect, read), allow_redirects=False,
+                                      auth=self.auth).raw
+        if self.auth is not None:  # requests' auth protocol, on every attempt
+            prep = requests.models.PreparedRequest()
+            prep.prepare(method="POST", url=url, headers=headers, data=body, auth=self.auth)
+            url, headers, body = prep.url or url, dict(prep.headers), prep.body  # type: ignore[assignment]
+        import urllib3
+
+        return self._pool(url).urlopen(
+            "POST", url, body=body, headers=headers, retries=False, redirect=False,
+            timeout=urllib3.Timeout(connect=connect, read=read), preload_content=False)
+
+    def _send_error(self, exc: Exception, url: str) -> Exception:
+        """The typed error for a request that got no response (urllib3's
+        errors, or requests' around them from a caller's session)."""
+        chain = _chain(exc)
+        refused = any(isinstance(e, u3.NewConnectionError) for e in chain)
+        if not refused and any(isinstance(e, u3.ConnectTimeoutError) for e in chain):
+            return APITimeoutError(f"timed out connecting to {url}")
+        if not refused and any(isinstance(e, (u3.TimeoutError, socket.timeout)) for e in chain):
             if "handshake" in _chain_text(exc):
                 # TLS spoken to a plain-HTTP server that waits for a request:
                 # the handshake times out (urllib3 applies the connect timeout
@@ -1797,54 +1929,24 @@ class _Provider:
                 err = APITimeoutError(f"no TLS handshake from {url} within {connect}s: "
                                       "is the server http or https?")
                 err.should_retry = False
-                raise err from exc
-            raise APITimeoutError(f"{url} sent no response within the read timeout "
-                                  f"({_read_timeout(self.timeout)}s)") from exc
-        except (requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL,
-                requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema) as exc:
-            raise ValueError(f"cannot send to {url}: {type(exc).__name__}") from None
-        except requests.RequestException as exc:
-            raise APIConnectionError(f"could not connect to {url}: {_cause(exc)}") from exc
-        finally:
-            _local.control = None
+                return err
+            return APITimeoutError(f"{url} sent no response within the read timeout "
+                                   f"({_read_timeout(self.timeout)}s)")
+        if isinstance(exc, ValueError):  # a URL or header urllib3 or requests refused
+            return ValueError(f"cannot send to {url}: {type(exc).__name__}")
+        if isinstance(exc, (OSError, u3.HTTPError)):  # requests' errors are OSErrors
+            return APIConnectionError(f"could not connect to {url}: {_cause(exc)}")
+        return exc
 
-    def _post(self, session: requests.Session, req: _Request,
-              control: _Control) -> requests.Response:
-        def send() -> requests.Response:
-            timeout = self.timeout
-            left = control.left()
-            if left is not None:  # no single wait may outlast the deadline
-                connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
-                left = max(left, 0.001)
-                timeout = (min(connect, left), min(read, left))
-            return session.post(req.url, headers=req.headers, json=req.body, stream=True,
-                                timeout=timeout, allow_redirects=False, auth=self.auth)
-
-        log.debug("%s: POST %s model=%s", self.name, _safe_url(req.url, self._secrets()),
-                  req.model)
-        try:
-            return send()
-        except requests.ConnectionError as exc:
-            # Servers such as llama.cpp's advertise keep-alive yet close after a
-            # stream; a request sent on such a pooled connection meets a close
-            # before any response byte. Nothing was received, so nothing can be
-            # duplicated: send it once more (on a new connection), uncounted.
-            stale = (httpclient.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
-            if control.why or not isinstance(_innermost(exc), stale):
-                raise  # a limit or close() shut the socket: not a stale connection
-            log.debug("%s: pooled connection was closed by the server; sending again",
-                      self.name)
-        return send()
-
-    def _check(self, resp: requests.Response, req: _Request) -> bool:
+    def _check(self, resp: _Response, req: _Request) -> bool:
         """Raise for an error response; True if the body is one JSON document."""
-        if resp.status_code >= 300:
-            if 300 <= resp.status_code < 400:
+        if resp.status >= 300:
+            if 300 <= resp.status < 400:
                 where = resp.headers.get("location", "?")
                 raise APIError(
-                    f"{resp.status_code} redirect from {self.name} to {where} not followed "
+                    f"{resp.status} redirect from {self.name} to {where} not followed "
                     "(credentials stay on the configured host); set base_url to the "
-                    "final URL", status=resp.status_code, provider=self.name,
+                    "final URL", status=resp.status, provider=self.name,
                     request_id=_request_id(resp.headers))
             raise _http_error(resp, self.name, self.key_envs[0])
         ctype = resp.headers.get("content-type", "").lower()
@@ -1852,7 +1954,7 @@ class _Provider:
             raise APIError(
                 f"expected Content-Type text/event-stream from {self.name}, got "
                 f"{ctype!r}: is base_url {_safe_url(req.url, self._secrets())!r} right?",
-                status=resp.status_code,
+                status=resp.status,
                 provider=self.name, request_id=_request_id(resp.headers))
         # a server that ignored stream=true sends the whole answer as JSON
         return ctype.startswith("application/json")
@@ -1931,9 +2033,7 @@ class _Provider:
                                    f"({_read_timeout(self.timeout)}s)")
         if isinstance(exc, u3.ProtocolError):
             return self._broken(exc)
-        if isinstance(exc, requests.exceptions.ChunkedEncodingError):
-            return self._broken(exc)
-        if isinstance(exc, (requests.RequestException, u3.HTTPError, OSError)):
+        if isinstance(exc, (u3.HTTPError, OSError)):
             return APIConnectionError(f"connection to {self.name} failed: {exc}")
         if isinstance(exc, _StreamTooLarge):
             return APIError(f"{self.name} sent an event of {exc.args[0]} bytes, over the "

@@ -12,6 +12,7 @@ chunk with empty `choices`, `data: [DONE]`).
 
 from __future__ import annotations
 
+import base64
 import configparser
 import contextlib
 import functools
@@ -2824,17 +2825,123 @@ import llmstreamer as ls
 heavy = {"requests", "urllib3", "http.client"} & set(sys.modules)
 assert not heavy, f"imported by import llmstreamer: {sorted(heavy)}"
 p = ls.OpenAI(max_retries=0)
-print(repr(p.chat("Hi").text), "requests" in sys.modules)
+print(repr(p.chat("Hi").text), "urllib3" in sys.modules, "requests" in sys.modules)
 """
 
 
-def test_import_leaves_requests_for_the_first_request(server):
-    """import llmstreamer does not import requests, urllib3 or http.client
-    (~100 ms); the first request does, and works."""
+def test_import_leaves_urllib3_for_the_first_request_and_requests_unused(server):
+    """import llmstreamer imports neither urllib3 nor http.client (~70 ms);
+    the first request does, and works. requests (~30 ms more) is left to a
+    caller's session= or auth=."""
     server.script(Reply(pieces(*TEXT)))
     out = run([sys.executable, "-c", IMPORT_THEN_STREAM], child_env(server))
     assert out.returncode == 0, out.stderr
-    assert out.stdout == "'Hello, world!' True\n"
+    assert out.stdout == "'Hello, world!' True False\n"
+
+
+def test_request_headers_and_body_as_sent(server):
+    p = ls.OpenAI(api_key="sk-test", base_url=server.url, max_retries=0, timeout=5)
+    p.chat("héllo")
+    sent = server.requests[0]
+    assert sent.headers["content-type"] == "application/json"
+    assert sent.headers["user-agent"] == f"llmstreamer/{ls.__version__}"
+    assert sent.headers["accept-encoding"] == "gzip, deflate"
+    assert sent.headers["accept"] == "text/event-stream"
+    assert sent.headers["content-length"] == str(len(sent.body))
+    assert sent.json["messages"] == [{"role": "user", "content": "héllo"}]
+    with pytest.raises(ValueError, match="cannot be sent as JSON"):
+        p.chat("hi", temperature=float("nan"))  # as requests' json= refuses it
+    assert len(server.requests) == 1
+
+
+def test_a_callers_session_sends_the_request(server):
+    """session=: the caller's requests.Session (its headers, adapters, proxies)
+    carries every request, and its errors are the same typed errors."""
+    import requests
+
+    s = requests.Session()
+    s.headers["X-From-Session"] = "yes"
+    p = ls.OpenAI(api_key="sk-test", base_url=server.url, max_retries=0, timeout=5, session=s)
+    assert p.chat("Hi").text == "Hello, world!"
+    assert p.chat("Hi").text == "Hello, world!"
+    assert [r.headers["x-from-session"] for r in server.requests] == ["yes", "yes"]
+    assert server.connections == 1  # its pool keeps the connection
+    server.script(Reply([b'{"error": {"message": "bad key"}}'], status=401,
+                        headers={"Content-Type": "application/json"}, framing="length"))
+    with pytest.raises(ls.AuthenticationError, match="bad key"):
+        p.chat("Hi")
+    server.script(lambda request: time.sleep(1.0) or Reply(pieces(*TEXT)))  # no headers yet
+    slow = ls.OpenAI(api_key="sk-test", base_url=server.url, max_retries=0,
+                     timeout=(5, 0.3), session=s)
+    with pytest.raises(ls.APITimeoutError, match="sent no response within the read timeout"):
+        slow.chat("Hi")
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    gone = ls.OpenAI(api_key="sk-test", base_url=f"http://127.0.0.1:{port}/v1",
+                     max_retries=0, timeout=5, session=s)
+    with pytest.raises(ls.APIConnectionError, match="could not connect"):
+        gone.chat("Hi")
+
+
+@pytest.mark.parametrize("env, url, proxy", [
+    ({"HTTPS_PROXY": "http://p:3128"}, "https://api.openai.com/v1", "http://p:3128"),
+    ({"https_proxy": "p:3128"}, "https://api.openai.com/v1", "http://p:3128"),
+    ({"HTTPS_PROXY": "http://big:1", "https_proxy": "http://small:2"},
+     "https://a.example/v1", "http://small:2"),
+    ({"HTTPS_PROXY": "http://p:1", "https_proxy": ""}, "https://a.example/v1", None),
+    ({"HTTP_PROXY": "http://p:1"}, "https://a.example/v1", None),
+    ({"ALL_PROXY": "socks5://p:1080"}, "https://a.example/v1", "socks5://p:1080"),
+    ({"HTTP_PROXY": "http://p:1", "REQUEST_METHOD": "GET"}, "http://a.example/v1", None),
+    ({"http_proxy": "http://p:1", "REQUEST_METHOD": "GET"}, "http://a.example/v1",
+     "http://p:1"),
+    ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "*"}, "https://a.example/v1", None),
+    ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "x.org, example.com"},
+     "https://api.example.com/v1", None),
+    ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": ".example.com"},
+     "https://api.example.com/v1", None),
+    ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "example.com"},
+     "https://notexample.com/v1", "http://p:1"),
+    ({"HTTP_PROXY": "http://p:1", "no_proxy": "localhost:8080"},
+     "http://localhost:8080/v1", None),
+    ({"HTTP_PROXY": "http://p:1", "no_proxy": "localhost:8080"},
+     "http://localhost:9090/v1", "http://p:1"),
+    ({"HTTP_PROXY": "http://p:1", "NO_PROXY": "10.0.0.0/8"}, "http://10.1.2.3:8000/v1", None),
+    ({"HTTP_PROXY": "http://p:1", "NO_PROXY": "10.0.0.0/8"}, "http://11.1.2.3/v1",
+     "http://p:1"),
+    ({"HTTP_PROXY": "http://p:1", "NO_PROXY": "::1/128"}, "http://[::1]:80/v1", None),
+])
+def test_proxy_settings_are_read_as_requests_reads_them(monkeypatch, env, url, proxy):
+    for name in ("NO_PROXY", "no_proxy", "REQUEST_METHOD"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert ls._env_proxy(url) == proxy
+
+
+def test_proxy_credentials_from_the_environment_are_sent(server, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", f"http://us%40r:p%3Ass@127.0.0.1:{server.port}")
+    monkeypatch.setenv("NO_PROXY", "")
+    p = ls.OpenAI(api_key="k", base_url="http://llm.example.invalid/v1", max_retries=0,
+                  timeout=5)
+    assert p.chat("Hi").text == "Hello, world!"
+    sent = server.requests[-1]
+    assert sent.path == "http://llm.example.invalid/v1/chat/completions"
+    assert sent.headers["proxy-authorization"] == "Basic " + base64.b64encode(
+        b"us@r:p:ss").decode()
+
+
+def test_a_changed_proxy_variable_is_seen_by_the_next_request(server, serve, monkeypatch):
+    proxy = serve()
+    monkeypatch.setenv("NO_PROXY", "")
+    p = ls.OpenAI(api_key="k", base_url=server.url, max_retries=0, timeout=5)
+    assert p.chat("Hi").text == "Hello, world!"
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+    assert p.chat("Hi").text == "Hello, world!"
+    monkeypatch.delenv("HTTP_PROXY")
+    assert p.chat("Hi").text == "Hello, world!"
+    assert (len(server.requests), len(proxy.requests)) == (2, 1)
+    assert proxy.requests[0].path == f"{server.url}/chat/completions"
 
 
 def test_cli_prompt_from_arguments(server):
@@ -6988,7 +7095,7 @@ def peak_kib():
 name, url, limits = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 p = ls._PROVIDERS[name].__class__(api_key="k-test", base_url=url, max_retries=0,
                                   timeout=(5, 30), **limits)
-p._get_session()
+p._pool(url)  # imports urllib3 before the measurement
 before = peak_kib()
 t0 = time.monotonic()
 try:

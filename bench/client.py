@@ -182,10 +182,15 @@ def _floor(base, wire, sink, json, socket, zlib, urlsplit):
 
 
 def _ls_provider(base, wire):
-    # llmstreamer imports requests with its first request; imports are not timed
-    import requests  # noqa: F401
-
     import llmstreamer as ls
+
+    # llmstreamer imports its transport with the first request; imports are not
+    # timed, so import it here: urllib3 (requests, before the urllib3 transport)
+    if hasattr(ls, "_pool_manager"):
+        import certifi  # noqa: F401
+        import urllib3  # noqa: F401
+    else:
+        import requests  # noqa: F401
 
     # OpenAIResponses arrives in another change: without it, skip cleanly
     cls = {"openai": ls.OpenAI, "anthropic": ls.Anthropic, "gemini": ls.Gemini,
