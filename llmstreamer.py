@@ -846,7 +846,8 @@ def _chain_text(exc: BaseException) -> str:
 def _cause(exc: BaseException) -> str:
     """The innermost reason of a requests/urllib3 error, e.g. 'Connection refused'."""
     text = str(_chain(exc)[-1])
-    return text.split(": ", 1)[1] if text.startswith("HTTPConnection") and ": " in text else text
+    head, sep, rest = text.partition(": ")  # "HTTPConnection(host=..., port=...): why"
+    return rest if sep and "Connection(" in head and head.endswith(")") else text
 
 
 def _retry_after(headers: Mapping[str, str]) -> Optional[float]:

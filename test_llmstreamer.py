@@ -1183,8 +1183,12 @@ def test_connection_refused(provider):
     p = ls.OpenAI(
         api_key="sk-test", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0, timeout=5
     )
-    with pytest.raises(ls.APIConnectionError):
+    with pytest.raises(ls.APIConnectionError) as info:
         p.chat("hi")
+    # the reason, without urllib3's connection object in front of it
+    assert str(info.value).startswith(f"could not connect to http://127.0.0.1:{port}/v1/chat/"
+                                      "completions: Failed to establish a new connection: ")
+    assert "refused" in str(info.value)
 
 
 # --------------------------------------------------------------------------
