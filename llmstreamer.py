@@ -1862,8 +1862,9 @@ class _Provider:
     def _open(self, req: _Request, control: _Control) -> _Response:
         """Send the request: urllib3's response, its body unread. Failures to
         get one leave as typed errors."""
-        url = _safe_url(req.url, self._secrets())
-        log.debug("%s: POST %s model=%s", self.name, url, req.model)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: POST %s model=%s", self.name,
+                      _safe_url(req.url, self._secrets()), req.model)
         try:  # requests' json=, compact
             body = json.dumps(req.body, separators=(",", ":"), allow_nan=False).encode()
         except ValueError as exc:
@@ -1888,7 +1889,7 @@ class _Provider:
         except LLMStreamerError:
             raise
         except Exception as exc:
-            raise self._send_error(exc, url) from exc
+            raise self._send_error(exc, _safe_url(req.url, self._secrets())) from exc
         finally:
             _local.control = None
 
