@@ -2804,6 +2804,10 @@ class _GeminiParser(_Parser):
                 # or functionCall (executableCode, codeExecutionResult, kinds
                 # newer than this code) makes the turn native
                 self.parts.append(part)
+                if len(part) == 1 and "text" in part:  # most parts: a text fragment
+                    if part["text"]:
+                        events.append(st.delta("text", part["text"], obj))
+                    continue
                 if not ("text" in part or "functionCall" in part
                         or part.keys() <= _GEMINI_OWN):  # one data field per part
                     st.native = self.parts
@@ -2835,7 +2839,8 @@ class _GeminiParser(_Parser):
                 st.finish_reason = ("tool_calls" if calls and reason == "STOP"
                                     else _GEMINI_FINISH.get(reason, "other"))
                 st.ended = True  # usage may still follow, until EOF
-        blocked = (obj.get("promptFeedback") or {}).get("blockReason")
+        feedback = obj.get("promptFeedback")
+        blocked = feedback.get("blockReason") if feedback else None
         if blocked:
             st.block_reason = st.stop_reason = blocked
             st.finish_reason = "content_filter"
