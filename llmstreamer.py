@@ -1936,6 +1936,12 @@ class _Provider:
                                    f"({_read_timeout(self.timeout)}s)")
         if isinstance(exc, ValueError):  # a URL or header urllib3 or requests refused
             return ValueError(f"cannot send to {url}: {type(exc).__name__}")
+        proxy = _env_proxy(url) if self._session is None else None
+        if proxy and any(isinstance(e, u3.ProxyError) for e in chain):
+            return APIConnectionError(
+                f"could not connect to {url} through the proxy {_safe_url(proxy)} "
+                "(HTTP_PROXY, HTTPS_PROXY or ALL_PROXY; "
+                f"NO_PROXY={urlsplit(url).hostname} goes around it): {_cause(exc)}")
         if isinstance(exc, (OSError, u3.HTTPError)):  # requests' errors are OSErrors
             return APIConnectionError(f"could not connect to {url}: {_cause(exc)}")
         return exc
@@ -4000,7 +4006,7 @@ def _cli_message(exc: BaseException, base_url: str) -> str:
     elif isinstance(exc, APIConnectionError):
         if mismatch is not None and mismatch.search(text):
             text += " (is the server http or https?)"
-        elif "Connection refused" in text:
+        elif "Connection refused" in text and "through the proxy" not in text:
             text += " (is the server running? check --base-url)"
     return text
 

@@ -2935,6 +2935,26 @@ def test_proxy_credentials_from_the_environment_are_sent(server, monkeypatch):
         b"us@r:p:ss").decode()
 
 
+def test_a_proxy_that_refuses_is_named_in_the_error(monkeypatch):
+    """The proxy failed, not the server: say which proxy, where it came from,
+    and how to go around it; its password stays masked."""
+    port = closed_port()
+    monkeypatch.setenv("HTTP_PROXY", f"http://user:hunter22@127.0.0.1:{port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    p = ls.OpenAI(api_key="k", base_url="http://llm.example.invalid/v1", max_retries=0,
+                  timeout=5)
+    with pytest.raises(ls.APIConnectionError) as info:
+        p.chat("Hi")
+    message = str(info.value)
+    assert message.startswith("could not connect to http://llm.example.invalid/v1/chat/"
+                              f"completions through the proxy http://user:***@127.0.0.1:{port}"
+                              " (HTTP_PROXY, HTTPS_PROXY or ALL_PROXY; NO_PROXY=llm.example"
+                              ".invalid goes around it): "), message
+    assert "refused" in message and "hunter22" not in message
+    cli_line = ls._cli_message(info.value, "http://llm.example.invalid/v1")
+    assert "is the server running" not in cli_line
+
+
 def test_a_changed_proxy_variable_is_seen_by_the_next_request(server, serve, monkeypatch):
     proxy = serve()
     monkeypatch.setenv("NO_PROXY", "")
