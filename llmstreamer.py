@@ -1329,10 +1329,16 @@ def _pool_manager(proxy: Optional[str], ca: Optional[str]) -> urllib3.PoolManage
         manager = urllib3.PoolManager(**kw)
     elif proxy.lower().startswith("socks"):
         try:  # its own connection classes: limits end it only by the capped timeouts
-            from urllib3.contrib.socks import SOCKSProxyManager
-        except ImportError as exc:
-            raise APIConnectionError(f"the proxy {_safe_url(proxy)} is a SOCKS proxy: "
-                                     "pip install pysocks") from exc
+            import warnings
+
+            with warnings.catch_warnings():  # urllib3 warns before it raises
+                warnings.simplefilter("ignore")
+                from urllib3.contrib.socks import SOCKSProxyManager
+        except ImportError:
+            err = APIConnectionError(f"the proxy {_safe_url(proxy)} is a SOCKS proxy: "
+                                     "pip install pysocks")
+            err.should_retry = False  # it will not be installed by the next attempt
+            raise err from None
         return SOCKSProxyManager(proxy, **kw)
     else:
         auth = urlsplit(proxy)
@@ -1889,7 +1895,11 @@ class _Provider:
         except LLMStreamerError:
             raise
         except Exception as exc:
-            raise self._send_error(exc, _safe_url(req.url, self._secrets())) from exc
+            err = self._send_error(exc, _safe_url(req.url, self._secrets()))
+            if err is exc:
+                raise
+            # what urllib3 said of a refused header could quote its value: not chained
+            raise err from (None if isinstance(err, ValueError) else exc)
         finally:
             _local.control = None
 
@@ -1919,10 +1929,12 @@ class _Provider:
         """The typed error for a request that got no response (urllib3's
         errors, or requests' around them from a caller's session)."""
         chain = _chain(exc)
-        refused = any(isinstance(e, u3.NewConnectionError) for e in chain)
-        if not refused and any(isinstance(e, u3.ConnectTimeoutError) for e in chain):
+        # NewConnectionError (refused, no such host) is a ConnectTimeoutError
+        # in urllib3's class tree, for history's sake: not a timeout
+        failed = any(isinstance(e, u3.NewConnectionError) for e in chain)
+        if not failed and any(isinstance(e, u3.ConnectTimeoutError) for e in chain):
             return APITimeoutError(f"timed out connecting to {url}")
-        if not refused and any(isinstance(e, (u3.TimeoutError, socket.timeout)) for e in chain):
+        if not failed and any(isinstance(e, (u3.TimeoutError, socket.timeout)) for e in chain):
             if "handshake" in _chain_text(exc):
                 # TLS spoken to a plain-HTTP server that waits for a request:
                 # the handshake times out (urllib3 applies the connect timeout

@@ -20,6 +20,7 @@ import gc
 import gzip
 import http
 import http.client
+import importlib.util
 import inspect
 import json
 import logging
@@ -2953,6 +2954,19 @@ def test_a_proxy_that_refuses_is_named_in_the_error(monkeypatch):
     assert "refused" in message and "hunter22" not in message
     cli_line = ls._cli_message(info.value, "http://llm.example.invalid/v1")
     assert "is the server running" not in cli_line
+
+
+def test_a_socks_proxy_without_pysocks_says_what_to_install(monkeypatch):
+    if importlib.util.find_spec("socks") is not None:
+        pytest.skip("PySocks is installed here")
+    monkeypatch.setenv("ALL_PROXY", "socks5://user:hunter22@127.0.0.1:1080")
+    p = ls.OpenAI(api_key="k", base_url="http://llm.example.invalid/v1", max_retries=2,
+                  timeout=5)
+    started = time.monotonic()
+    with pytest.raises(ls.APIConnectionError, match="pip install pysocks") as info:
+        p.chat("Hi")
+    assert time.monotonic() - started < 0.5  # not retried: installing takes a person
+    assert "hunter22" not in str(info.value) and info.value.partial.retries == 0
 
 
 def test_a_changed_proxy_variable_is_seen_by_the_next_request(server, serve, monkeypatch):
