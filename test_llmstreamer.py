@@ -3084,7 +3084,9 @@ def test_cli_stats_on_stderr(server):
     assert m, line
     ttft, total, rate = int(m[1]) / 1000, float(m[2]), float(m[3])
     assert 0.2 <= ttft < total  # the retry waited at least 0.25 s before the first token
-    assert 0 < rate <= 10 / 0.3 + 0.1  # 10 tokens over at least 0.3 s
+    # 10 tokens over the server's 0.3 s of pauses; the first token may reach a
+    # busy client late, which shortens the time it sees by a scheduling delay
+    assert 0 < rate <= 10 / 0.25
 
 
 def test_cli_stats_without_usage(server):
