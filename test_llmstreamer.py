@@ -2905,6 +2905,7 @@ def test_a_callers_session_sends_the_request(server):
      "https://api.example.com/v1", None),
     ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": ".example.com"},
      "https://api.example.com/v1", None),
+    # a domain suffix, as curl reads it (requests' plain endswith would match)
     ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "example.com"},
      "https://notexample.com/v1", "http://p:1"),
     ({"HTTP_PROXY": "http://p:1", "no_proxy": "localhost:8080"},
@@ -2962,11 +2963,10 @@ def test_a_socks_proxy_without_pysocks_says_what_to_install(monkeypatch):
     monkeypatch.setenv("ALL_PROXY", "socks5://user:hunter22@127.0.0.1:1080")
     p = ls.OpenAI(api_key="k", base_url="http://llm.example.invalid/v1", max_retries=2,
                   timeout=5)
-    started = time.monotonic()
     with pytest.raises(ls.APIConnectionError, match="pip install pysocks") as info:
         p.chat("Hi")
-    assert time.monotonic() - started < 0.5  # not retried: installing takes a person
-    assert "hunter22" not in str(info.value) and info.value.partial.retries == 0
+    assert info.value.partial.retries == 0  # not retried: installing takes a person
+    assert "hunter22" not in str(info.value)
 
 
 def test_a_changed_proxy_variable_is_seen_by_the_next_request(server, serve, monkeypatch):
