@@ -2557,13 +2557,20 @@ def test_retries_are_logged_without_the_key(server, caplog, name):
     assert "SECRET" not in caplog.text + server.requests[-1].path
 
 
-def test_proxy_from_the_environment_is_used(server, monkeypatch):
-    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.port}")
+@pytest.mark.parametrize("userinfo, credentials", [
+    ("", None),
+    ("us%40r:p%3Ass@", "Basic " + base64.b64encode(b"us@r:p:ss").decode()),
+])
+def test_proxy_from_the_environment_is_used(server, monkeypatch, userinfo, credentials):
+    # a proxy URL's user:password (percent-encoded) is sent as requests sends it
+    monkeypatch.setenv("HTTP_PROXY", f"http://{userinfo}127.0.0.1:{server.port}")
     monkeypatch.setenv("NO_PROXY", "")
     p = ls.OpenAI(api_key="k", base_url="http://llm.example.invalid/v1", max_retries=0,
                   timeout=5)
     assert p.chat("Hi").text == "Hello, world!"
-    assert server.requests[-1].path == "http://llm.example.invalid/v1/chat/completions"
+    sent = server.requests[-1]
+    assert sent.path == "http://llm.example.invalid/v1/chat/completions"
+    assert sent.headers.get("proxy-authorization") == credentials
 
 
 # --------------------------------------------------------------------------
@@ -2923,18 +2930,6 @@ def test_proxy_settings_are_read_as_requests_reads_them(monkeypatch, env, url, p
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert ls._env_proxy(url) == proxy
-
-
-def test_proxy_credentials_from_the_environment_are_sent(server, monkeypatch):
-    monkeypatch.setenv("HTTP_PROXY", f"http://us%40r:p%3Ass@127.0.0.1:{server.port}")
-    monkeypatch.setenv("NO_PROXY", "")
-    p = ls.OpenAI(api_key="k", base_url="http://llm.example.invalid/v1", max_retries=0,
-                  timeout=5)
-    assert p.chat("Hi").text == "Hello, world!"
-    sent = server.requests[-1]
-    assert sent.path == "http://llm.example.invalid/v1/chat/completions"
-    assert sent.headers["proxy-authorization"] == "Basic " + base64.b64encode(
-        b"us@r:p:ss").decode()
 
 
 def test_a_proxy_that_refuses_is_named_in_the_error(monkeypatch):
