@@ -14,7 +14,8 @@ Stages, each including the ones before it:
 
     floor: split   the floor's framing: split on the blank line, find "data: ",
                    decode (what client.py's floor does between its reads)
-    floor          ... plus json.loads and picking out the text
+    floor          client.py's floor itself (json.loads, the text picked out),
+                   reading a close-delimited response made of the pieces
     decoder        llmstreamer's SSE decoder (WHATWG rules, an event object each)
     + JSON         ... plus _json_object on each event's data
     + protocol     ... plus the wire's parser: every field of the protocol, the
@@ -48,8 +49,16 @@ def run_stage(stage: str, wire: str, body: bytes, path: str) -> None:
     pieces = [body[i:i + 65536] for i in range(0, len(body), 65536)]
     texts: List[str] = []
     sink = texts.append
-    if stage.startswith("floor"):
-        loads = json.loads
+    if stage == "floor":  # client.py's own floor, its socket replaced by the pieces
+        import zlib
+        from urllib.parse import urlsplit
+
+        import client
+
+        client._floor("http://127.0.0.1:1", wire, sink, json, _Pieces(pieces), zlib,
+                      urlsplit)
+        return
+    if stage == "floor: split":  # the floor's framing alone
         sep = b"\r\n\r\n" if wire == "gemini" else b"\n\n"
         pending = b""
         for data in pieces:
@@ -60,25 +69,8 @@ def run_stage(stage: str, wire: str, body: bytes, path: str) -> None:
             pending = parts.pop()
             for ev in parts:
                 j = ev.find(b"data: ")
-                if j < 0:
-                    continue
-                payload = ev[j + 6:].decode()
-                if stage == "floor: split" or payload == "[DONE]":
-                    continue
-                obj = loads(payload)
-                if wire == "openai":
-                    if obj["choices"]:
-                        text = obj["choices"][0]["delta"].get("content")
-                        if text:
-                            sink(text)
-                elif wire == "gemini":
-                    text = obj["candidates"][0]["content"]["parts"][0].get("text")
-                    if text:
-                        sink(text)
-                elif obj["type"] == "content_block_delta":
-                    sink(obj["delta"]["text"])
-                elif obj["type"] == "response.output_text.delta":
-                    sink(obj["delta"])
+                if j >= 0:
+                    sink(ev[j + 6:].decode())
         return
     sys.path.insert(0, path)
     import llmstreamer as ls
@@ -105,6 +97,32 @@ def run_stage(stage: str, wire: str, body: bytes, path: str) -> None:
                 for ev in parser.event(sse):
                     if ev.type == "text":
                         sink(ev.text)
+
+
+class _Pieces:
+    """What client._floor uses of the socket module: a connection whose reads
+    return a close-delimited response carrying ``pieces``."""
+
+    IPPROTO_TCP = TCP_NODELAY = 0
+
+    def __init__(self, pieces: List[bytes]) -> None:
+        self.reads = iter([b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n",
+                           *pieces])
+
+    def create_connection(self, address: Any, timeout: float) -> _Pieces:
+        return self
+
+    def setsockopt(self, *args: Any) -> None:
+        pass
+
+    def sendall(self, data: bytes) -> None:
+        pass
+
+    def recv(self, size: int) -> bytes:
+        return next(self.reads, b"")
+
+    def close(self) -> None:
+        pass
 
 
 def count(stage: str, wire: str, body_file: str, path: str) -> int:
