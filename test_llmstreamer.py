@@ -652,6 +652,21 @@ SSE_CASES = [
     ("empty_stream", b"", []),
     ("blank_lines_only", b"\n\n\r\n\r\r", []),
     ("openai_frames", sse({"a": 1}, DONE), [(M, '{"a":1}'), (M, "[DONE]")]),
+    # An event line seen before, then in an event that is not one "data:" line.
+    ("known_event_line_without_data", b"event: a\ndata: x\n\nevent: a\n\n", [("a", "x")]),
+    (
+        "known_event_line_then_two_data_lines",
+        b"event: a\ndata: x\n\nevent: a\ndata: y\ndata: z\n\n",
+        [("a", "x"), ("a", "y\nz")],
+    ),
+    ("known_event_line_then_data_no_space", b"event: a\ndata: x\n\nevent: a\ndata:y\n\n",
+     [("a", "x"), ("a", "y")]),
+    ("event_line_without_space", b"event:a\ndata: x\n\nevent:a\ndata: y\n\n", [("a", "x"), ("a", "y")]),
+    ("data_before_event_line", b"data: x\nevent: a\n\n", [("a", "x")]),
+    ("crlf_events_with_a_bare_lf_inside", b"event: a\r\ndata: x\n\r\n\r\ndata: y\r\n\r\n",
+     [("a", "x"), (M, "y")]),
+    ("crlf_event_with_a_bare_cr_inside", b"data: x\ry\r\n\r\n", [(M, "x")]),
+    ("blank_lines_between_events", b"data: x\n\n\n\n\ndata: y\n\n", [(M, "x"), (M, "y")]),
 ]
 
 
@@ -687,6 +702,38 @@ def test_decoder_fields_on_the_event():
     assert (ev.event, ev.data, ev.id, str(ev.retry)) == ("tick", "x", "42", "3000")
     [ev] = decode([b"data: x\n\n"])
     assert ev.event == "message"
+
+
+def test_decoder_ids_and_retry_persist_across_events():
+    wire = b"data: a\n\nid: 7\nretry: 50\ndata: b\n\nevent: c\ndata: c\n\nid\ndata: d\n\ndata: e\n\n"
+    for chunks in [[wire], [wire[:9], wire[9:]], [wire[i : i + 1] for i in range(len(wire))]]:
+        got = [(e.data, e.id, e.retry) for e in decode(chunks)]
+        assert got == [("a", None, None), ("b", "7", 50), ("c", "7", 50), ("d", "", 50),
+                       ("e", "", 50)], chunks
+
+
+# Whole events as APIs write them, and others that must go line by line.
+SSE_EVENTS = [
+    b"data: x\n\n", b'data: {"k":1}\r\n\r\n', b"event: a\ndata: y\n\n", b"event: b\r\ndata: z\r\n\r\n",
+    b"event: a\n\n", b"event:\ndata: e\n\n", b"data: 1\ndata: 2\n\n", b": ping\n\n", b"id: 3\n\n",
+    b"event: a\nid: 4\ndata: w\n\n", b"data: v\r\n\n", b"data: \xc3\n\n", "data: é\n\n".encode(),
+    b"data:u\n\n", b"\n", b"\r\n", b"\r", b"retry: 9\n\n", b"data: t\rdata: s\r\r", b"event: a\ndata: q",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    wire=st.lists(st.sampled_from(SSE_EVENTS), max_size=30).map(b"".join),
+    cuts=st.lists(st.integers(0, 10_000), max_size=8),
+)
+def test_decoder_whole_events_and_others_give_the_same_events_however_split(wire, cuts):
+    cuts = sorted(c % (len(wire) + 1) for c in cuts)
+    chunks = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)])]
+    whole = decode([wire])
+    assert pairs(whole) == reference_sse(wire)
+    split = decode(chunks)
+    assert [(e.event, e.data, e.id, e.retry) for e in split] == [
+        (e.event, e.data, e.id, e.retry) for e in whole]
 
 
 @pytest.mark.parametrize(
