@@ -687,7 +687,7 @@ class _SSEDecoder:
                     kind, data = "message", block[6:]
                 else:
                     head, found, data = block.partition(data_line)
-                    kind = types.get(head)  # an "event:" line seen before, or None
+                    kind = types.get(head, "")  # an "event:" line seen before, or ""
                     if not (kind and found and 10 not in data and (lf or 13 not in data)):
                         self._lines(block + sep, out)
                         last_id, retry = self._last_id, self._retry

@@ -661,7 +661,8 @@ SSE_CASES = [
     ),
     ("known_event_line_then_data_no_space", b"event: a\ndata: x\n\nevent: a\ndata:y\n\n",
      [("a", "x"), ("a", "y")]),
-    ("event_line_without_space", b"event:a\ndata: x\n\nevent:a\ndata: y\n\n", [("a", "x"), ("a", "y")]),
+    ("event_line_without_space", b"event:a\ndata: x\n\nevent:a\ndata: y\n\n",
+     [("a", "x"), ("a", "y")]),
     ("data_before_event_line", b"data: x\nevent: a\n\n", [("a", "x")]),
     ("crlf_events_with_a_bare_lf_inside", b"event: a\r\ndata: x\n\r\n\r\ndata: y\r\n\r\n",
      [("a", "x"), (M, "y")]),
@@ -705,7 +706,8 @@ def test_decoder_fields_on_the_event():
 
 
 def test_decoder_ids_and_retry_persist_across_events():
-    wire = b"data: a\n\nid: 7\nretry: 50\ndata: b\n\nevent: c\ndata: c\n\nid\ndata: d\n\ndata: e\n\n"
+    wire = (b"data: a\n\nid: 7\nretry: 50\ndata: b\n\nevent: c\ndata: c\n\n"
+            b"id\ndata: d\n\ndata: e\n\n")
     for chunks in [[wire], [wire[:9], wire[9:]], [wire[i : i + 1] for i in range(len(wire))]]:
         got = [(e.data, e.id, e.retry) for e in decode(chunks)]
         assert got == [("a", None, None), ("b", "7", 50), ("c", "7", 50), ("d", "", 50),
@@ -714,8 +716,8 @@ def test_decoder_ids_and_retry_persist_across_events():
 
 # Whole events as APIs write them, and others that must go line by line.
 SSE_EVENTS = [
-    b"data: x\n\n", b'data: {"k":1}\r\n\r\n', b"event: a\ndata: y\n\n", b"event: b\r\ndata: z\r\n\r\n",
-    b"event: a\n\n", b"event:\ndata: e\n\n", b"data: 1\ndata: 2\n\n", b": ping\n\n", b"id: 3\n\n",
+    b"data: x\n\n", b'data: {"k":1}\r\n\r\n', b"event: a\ndata: y\n\n",
+    b"event: b\r\ndata: z\r\n\r\n", b"event: a\n\n", b"event:\ndata: e\n\n", b"data: 1\ndata: 2\n\n", b": ping\n\n", b"id: 3\n\n",
     b"event: a\nid: 4\ndata: w\n\n", b"data: v\r\n\n", b"data: \xc3\n\n", "data: é\n\n".encode(),
     b"data:u\n\n", b"\n", b"\r\n", b"\r", b"retry: 9\n\n", b"data: t\rdata: s\r\r", b"event: a\ndata: q",
 ]  # fmt: skip
