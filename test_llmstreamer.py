@@ -717,9 +717,10 @@ def test_decoder_ids_and_retry_persist_across_events():
 # Whole events as APIs write them, and others that must go line by line.
 SSE_EVENTS = [
     b"data: x\n\n", b'data: {"k":1}\r\n\r\n', b"event: a\ndata: y\n\n",
-    b"event: b\r\ndata: z\r\n\r\n", b"event: a\n\n", b"event:\ndata: e\n\n", b"data: 1\ndata: 2\n\n", b": ping\n\n", b"id: 3\n\n",
-    b"event: a\nid: 4\ndata: w\n\n", b"data: v\r\n\n", b"data: \xc3\n\n", "data: é\n\n".encode(),
-    b"data:u\n\n", b"\n", b"\r\n", b"\r", b"retry: 9\n\n", b"data: t\rdata: s\r\r", b"event: a\ndata: q",
+    b"event: b\r\ndata: z\r\n\r\n", b"event: a\n\n", b"event:\ndata: e\n\n",
+    b"data: 1\ndata: 2\n\n", b": ping\n\n", b"id: 3\n\n", b"event: a\nid: 4\ndata: w\n\n",
+    b"data: v\r\n\n", b"data: \xc3\n\n", "data: é\n\n".encode(), b"data:u\n\n", b"\n",
+    b"\r\n", b"\r", b"retry: 9\n\n", b"data: t\rdata: s\r\r", b"event: a\ndata: q",
 ]  # fmt: skip
 
 
