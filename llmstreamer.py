@@ -985,8 +985,8 @@ def _read_chunks(raw: Any) -> Iterator[bytes]:
     fp = getattr(raw, "_fp", None)
     sock = getattr(fp, "fp", None)
     if (isinstance(fp, httpclient.HTTPResponse) and sock is not None
-            and getattr(raw, "_fp_bytes_read", None) == 0 and fp.chunk_left is None
-            and (fp.chunked or fp.length is None)):
+            and getattr(raw, "_fp_bytes_read", None) == 0
+            and (fp.chunk_left is None if fp.chunked else fp.length is None)):
         encoding = (raw.headers.get("content-encoding") or "").strip().lower()
         if encoding in ("", "identity", "gzip", "x-gzip"):
             body = _dechunk(raw, fp, sock.read1) if fp.chunked else _until_eof(sock.read1)
