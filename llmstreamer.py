@@ -2237,31 +2237,12 @@ class _OpenAIParser(_Parser):
             if choice.get("index", 0) != 0:
                 continue  # with n > 1 the Completion is choice 0
             delta = choice.get(key) or {}
-            reasoning = delta.get("reasoning_content")
-            if reasoning and not self.reasoning_content:
-                # DeepSeek & co. want it back in this field on tool-call turns
-                self.reasoning_content = True
-                st.signatures.append({"type": "reasoning_content"})
-            reasoning = reasoning or delta.get("reasoning")
-            if delta.get("reasoning_details"):
-                # OpenRouter sends the same text in "reasoning": count it once
-                text = self.details(delta["reasoning_details"])
-                reasoning = reasoning or text
-            if reasoning and isinstance(reasoning, str):
-                events.append(st.delta("reasoning", reasoning, obj))
             content = delta.get("content")
-            if isinstance(content, str):
+            if len(delta) == 1 and isinstance(content, str):  # most chunks: text alone
                 if content:
                     events.append(st.delta("text", content, obj))
-            elif content:  # typed parts: Mistral's "thinking" items beside "text" ones
-                for kind, text in _typed_parts(content):
-                    events.append(st.delta(kind, text, obj))
-            if delta.get("refusal"):
-                st.refusal.append(delta["refusal"])
-            if isinstance(delta.get("annotations"), list):  # url_citation, search models
-                st.citations.extend(delta["annotations"])
-            for tc in delta.get("tool_calls") or ():
-                events.append(self.tool_fragment(tc, obj))
+            elif delta:
+                events += self.delta(delta, obj)
             reason = choice.get("finish_reason")
             if reason:
                 st.stop_reason = reason
@@ -2270,6 +2251,38 @@ class _OpenAIParser(_Parser):
         usage = obj.get("usage")
         if usage:
             events.append(st.set_usage(_openai_usage(usage), obj))
+        return events
+
+    def delta(self, delta: Dict[str, Any], raw: Any) -> List[Event]:
+        """A delta that carries more than text: reasoning (three shapes), text
+        (a str or typed parts), a refusal, citations, tool call fragments."""
+        st = self.st
+        events: List[Event] = []
+        reasoning = delta.get("reasoning_content")
+        if reasoning and not self.reasoning_content:
+            # DeepSeek & co. want it back in this field on tool-call turns
+            self.reasoning_content = True
+            st.signatures.append({"type": "reasoning_content"})
+        reasoning = reasoning or delta.get("reasoning")
+        if delta.get("reasoning_details"):
+            # OpenRouter sends the same text in "reasoning": count it once
+            text = self.details(delta["reasoning_details"])
+            reasoning = reasoning or text
+        if reasoning and isinstance(reasoning, str):
+            events.append(st.delta("reasoning", reasoning, raw))
+        content = delta.get("content")
+        if isinstance(content, str):
+            if content:
+                events.append(st.delta("text", content, raw))
+        elif content:  # typed parts: Mistral's "thinking" items beside "text" ones
+            for kind, text in _typed_parts(content):
+                events.append(st.delta(kind, text, raw))
+        if delta.get("refusal"):
+            st.refusal.append(delta["refusal"])
+        if isinstance(delta.get("annotations"), list):  # url_citation, search models
+            st.citations.extend(delta["annotations"])
+        for tc in delta.get("tool_calls") or ():
+            events.append(self.tool_fragment(tc, raw))
         return events
 
     def tool_fragment(self, tc: Dict[str, Any], raw: Any) -> Event:
@@ -2823,7 +2836,8 @@ class _GeminiParser(_Parser):
 
     def __init__(self, st: _State) -> None:
         super().__init__(st)
-        self.usage: Any = None  # the last usageMetadata seen
+        self.usage: Any = None  # the last usageMetadata seen, and its total
+        self.total: Any = -1
         self.parts: List[Dict[str, Any]] = []  # the turn's parts, as streamed
 
     def event(self, event: sseclient.Event) -> Sequence[Event]:
@@ -2833,17 +2847,18 @@ class _GeminiParser(_Parser):
         # without alt=sse the API answers with a JSON array of chunks
         events: List[Event] = []
         for chunk in body if isinstance(body, list) else [body]:
+            if not isinstance(chunk, dict):
+                raise APIError(f"malformed data from gemini: expected a JSON object, got "
+                               f"{str(chunk)[:200]!r}", provider=self.st.provider)
             events += self.chunk(chunk)
         return events
 
-    def chunk(self, obj: Any) -> List[Event]:
+    def chunk(self, obj: Dict[str, Any]) -> List[Event]:
         st = self.st
-        if not isinstance(obj, dict):
-            raise APIError(f"malformed data from gemini: expected a JSON object, got "
-                           f"{str(obj)[:200]!r}", provider=st.provider)
         if "error" in obj:
             raise _stream_error(obj, st.provider)
-        st.id = st.id or obj.get("responseId")
+        if st.id is None:
+            st.id = obj.get("responseId")
         st.model = obj.get("modelVersion") or st.model
         events: List[Event] = []
         calls = len(st.calls)
@@ -2892,14 +2907,17 @@ class _GeminiParser(_Parser):
                                     else _GEMINI_FINISH.get(reason, "other"))
                 st.ended = True  # usage may still follow, until EOF
         feedback = obj.get("promptFeedback")
-        blocked = feedback.get("blockReason") if feedback else None
-        if blocked:
-            st.block_reason = st.stop_reason = blocked
+        if feedback and feedback.get("blockReason"):
+            st.block_reason = st.stop_reason = feedback["blockReason"]
             st.finish_reason = "content_filter"
             st.ended = True
         usage = obj.get("usageMetadata")
-        if usage and usage != self.usage:  # every chunk repeats it
-            self.usage = usage
+        # every chunk repeats it: while the answer streams, what changes
+        # (candidates, thoughts) moves the total, a cheaper test than the
+        # nested dict's ~0.1 us; once the answer has ended, all of it counts
+        if usage and (usage.get("totalTokenCount") != self.total
+                      or (st.ended and usage != self.usage)):
+            self.usage, self.total = usage, usage.get("totalTokenCount")
             u = Usage(
                 input_tokens=usage.get("promptTokenCount", 0),  # includes cached tokens
                 output_tokens=usage.get("candidatesTokenCount", 0),  # excludes thoughts

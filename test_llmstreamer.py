@@ -2049,6 +2049,28 @@ def test_gemini_text_reasoning_usage(server, gemini, framing):
                                reasoning_tokens=21, cached_tokens=4)
 
 
+def test_gemini_usage_events_report_changes_only():
+    """Every chunk repeats usageMetadata: a usage event comes when a count
+    changes (the total moves with each count that changes while the answer
+    streams), and after the end every change counts; the last one is exact."""
+    start = {"promptTokenCount": 8, "totalTokenCount": 8,
+             "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 8}]}
+    mid = {**start, "candidatesTokenCount": 2, "totalTokenCount": 10}
+    end = {**start, "candidatesTokenCount": 3, "totalTokenCount": 11}
+    cached = {**end, "cachedContentTokenCount": 4}  # after the end, the total unchanged
+    chunks = [gem_sse(gem([{"text": "a"}], usage=start), gem([{"text": "b"}], usage=start),
+                      gem([{"text": "c"}], usage=mid), gem([{"text": "d"}], usage=mid),
+                      gem([{"text": ""}], "STOP", end), gem(usage=end), gem(usage=cached),
+                      gem(usage=cached))]
+    events, c = offline(ls.Gemini(api_key="k"), chunks)
+    assert [(e.type, e.usage.output_tokens, e.usage.cached_tokens) if e.usage else (e.type, e.text)
+            for e in events] == [
+        ("text", "a"), ("usage", 0, 0), ("text", "b"), ("text", "c"), ("usage", 2, 0),
+        ("text", "d"), ("usage", 3, 0), ("usage", 3, 4)]
+    assert c.usage == ls.Usage(input_tokens=8, output_tokens=3, total_tokens=11,
+                               cached_tokens=4)
+
+
 def test_gemini_request_keeps_the_key_out_of_the_url(server, gemini):
     server.script(Reply([gem_sse(*GEM_TEXT)]))
     gemini.chat([{"role": "system", "content": "Be brief."},
