@@ -2,6 +2,7 @@
 """Instructions per text event, stage by stage, under valgrind's callgrind.
 
     python bench/instructions.py [--wires openai,gemini] [--n 4000] [DIR]
+    python bench/instructions.py --body gzip [DIR ...]   # the whole stack, per body type
 
 CPU time on a shared machine moves by ±20 % between runs; the number of
 instructions a process executes does not. Each figure here is one stage of
@@ -24,6 +25,13 @@ Stages, each including the ones before it:
 
 DIR is the checkout whose llmstreamer.py is measured (default: this one).
 Needs valgrind; takes ~40 s per wire and stage on a 2-core machine.
+
+With ``--body chunked|close|gzip|writes`` it counts the whole stack instead:
+``stream_events`` reading the body as its reads arrive (``_send`` replaced by
+the reads, de-chunked and inflated as ``_read_chunks`` does; ``Stream`` and
+the generators included) against client.py's floor reading the same response.
+``writes`` is chunked with one event a read, as from an API that flushes per
+token. Several DIRs are measured side by side, e.g. before and after a change.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -42,6 +51,57 @@ sys.path.insert(0, HERE)
 import server as wires  # noqa: E402
 
 STAGES = ["floor: split", "floor", "decoder", "+ JSON", "+ protocol", "_events"]
+BODIES = ("close", "chunked", "gzip", "writes")
+
+
+def body_reads(wire: str, body: str, n: int) -> List[bytes]:
+    """The reads a client gets for ``n`` events of ``wire`` sent as ``body``."""
+    if body == "writes":
+        framer = wires.Framer("chunked")
+        return [framer.frame(e) for e in wires.events(wire, n)] + [framer.end()]
+    data = wires.flood_body(wire, body, n)
+    return [data[i:i + 65536] for i in range(0, len(data), 65536)]
+
+
+def run_stream(wire: str, body: str, reads: List[bytes], path: str) -> None:
+    """The whole stack over ``reads`` (the child valgrind runs)."""
+    sink: List[str] = []
+    if path == "floor":
+        import zlib
+        from urllib.parse import urlsplit
+
+        import client
+
+        head = wires.response_head(wire, "chunked" if body == "writes" else body)
+        client._floor("http://127.0.0.1:1", wire, sink.append, json, _Pieces(reads, head),
+                      zlib, urlsplit)
+        return
+    sys.path.insert(0, path)
+    import llmstreamer as ls
+
+    class _Conn:  # what _dechunk hands the connection back to
+        def release_conn(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    base = {"openai": ls.OpenAI, "anthropic": ls.Anthropic, "gemini": ls.Gemini,
+            "responses": ls.OpenAIResponses}[wire]
+
+    class Replayed(base):  # type: ignore[misc, valid-type]
+        def _send(self, req: Any, control: Any) -> Any:
+            chunks: Any = iter(reads)
+            if body != "close":
+                more = iter(reads)
+                chunks = ls._dechunk(_Conn(), _Conn(), lambda size: next(more, b""))
+                if body == "gzip":
+                    chunks = ls._gunzip(chunks)
+            return False, chunks, lambda read: None
+
+    for ev in Replayed(api_key="k").stream_events("hi"):
+        if ev.type == "text":
+            sink.append(ev.text)
 
 
 def run_stage(stage: str, wire: str, body: bytes, path: str) -> None:
@@ -105,9 +165,10 @@ class _Pieces:
 
     IPPROTO_TCP = TCP_NODELAY = 0
 
-    def __init__(self, pieces: List[bytes]) -> None:
-        self.reads = iter([b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n",
-                           *pieces])
+    def __init__(self, pieces: List[bytes],
+                 head: bytes = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+                 ) -> None:
+        self.reads = iter([head, *pieces])
 
     def create_connection(self, address: Any, timeout: float) -> _Pieces:
         return self
@@ -126,7 +187,8 @@ class _Pieces:
 
 
 def count(stage: str, wire: str, body_file: str, path: str) -> int:
-    """Instructions valgrind counts for one run of ``stage``."""
+    """Instructions valgrind counts for one run of ``stage`` (a body type:
+    the whole stack)."""
     out = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
          __file__, "--child", stage, wire, body_file, path],
@@ -141,13 +203,20 @@ def main() -> int:
     if sys.argv[1:2] == ["--child"]:
         stage, wire, body_file, path = sys.argv[2:6]
         with open(body_file, "rb") as f:
-            run_stage(stage, wire, f.read(), path)
+            if stage in BODIES:
+                run_stream(wire, stage, pickle.load(f), path)
+            else:
+                run_stage(stage, wire, f.read(), path)
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("path", nargs="?", default=os.path.dirname(HERE))
+    ap.add_argument("path", nargs="*", default=[os.path.dirname(HERE)])
     ap.add_argument("--wires", default=",".join(wires.WIRES))
     ap.add_argument("--n", type=int, default=4000, help="events in the shorter run")
+    ap.add_argument("--body", choices=BODIES, help="count the whole stack on this body")
     args = ap.parse_args()
+    if args.body:
+        return main_stream(args)
+    [args.path] = args.path
     results: Dict[str, Dict[str, int]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for wire in args.wires.split(","):
@@ -168,6 +237,33 @@ def main() -> int:
         print(f"| {stage} | " + " | ".join(f"{results[w][stage]:,}" for w in results) + " |")
     ratios: Any = [results[w]["_events"] / results[w]["floor"] for w in results]
     print("| `_events` / floor | " + " | ".join(f"{r:.2f}x" for r in ratios) + " |")
+    return 0
+
+
+def main_stream(args: Any) -> int:
+    """Instructions per text event of the whole stack, floor and each DIR."""
+    paths = ["floor", *args.path]
+    rows: Dict[str, Dict[str, int]] = {p: {} for p in paths}
+    with tempfile.TemporaryDirectory() as tmp:
+        for wire in args.wires.split(","):
+            files = {}
+            for n in (args.n, 2 * args.n):
+                files[n] = os.path.join(tmp, f"{wire}-{n}")
+                with open(files[n], "wb") as f:
+                    pickle.dump(body_reads(wire, args.body, n), f)
+            for path in paths:
+                short, long = (count(args.body, wire, files[n], path)
+                               for n in (args.n, 2 * args.n))
+                rows[path][wire] = (long - short) // args.n
+                print(f"{args.body:8s} {wire:10s} {path:30s} {rows[path][wire]:>8,}", flush=True)
+    wl = list(rows["floor"])
+    print(f"\n| {args.body} | " + " | ".join(wl) + " |")
+    print("|---|" + "---:|" * len(wl))
+    for path in paths:
+        print(f"| {path} | " + " | ".join(
+            f"{rows[path][w]:,}" + ("" if path == "floor" else
+                                    f" ({rows[path][w] / rows['floor'][w]:.2f}x)")
+            for w in wl) + " |")
     return 0
 
 

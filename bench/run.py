@@ -878,7 +878,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--clients", help="comma-separated clients to measure (floor and "
                                      "variants always are), e.g. llmstreamer,naive")
     p.add_argument("--python", default=sys.executable, help="interpreter for the clients")
-    p.add_argument("--rounds", type=int, help="override the number of flood rounds")
+    p.add_argument("--rounds", type=int, help="override the number of rounds of every flood "
+                                                "(flood, framings, writes)")
     p.add_argument("--no-pin", action="store_true",
                    help="do not pin the server to CPU 0 and the clients to CPU 1")
     p.add_argument("--flood-n", type=int, help="override the flood size")
@@ -896,7 +897,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     cfg = dict(SMOKE if args.smoke else FULL, smoke=args.smoke)
     if args.rounds:
-        cfg["rounds"] = args.rounds
+        cfg["rounds"] = cfg["framing_rounds"] = args.rounds
     if args.flood_n:
         cfg["flood_n"] = args.flood_n
     sections = [s for s in args.only.split(",") if s]
