@@ -44,6 +44,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -251,11 +252,13 @@ def main_stream(args: Any) -> int:
                 files[n] = os.path.join(tmp, f"{wire}-{n}")
                 with open(files[n], "wb") as f:
                     pickle.dump(body_reads(wire, args.body, n), f)
-            for path in paths:
-                short, long = (count(args.body, wire, files[n], path)
-                               for n in (args.n, 2 * args.n))
-                rows[path][wire] = (long - short) // args.n
-                print(f"{args.body:8s} {wire:10s} {path:30s} {rows[path][wire]:>8,}", flush=True)
+            with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # valgrind is one thread
+                for path in paths:
+                    short, long = pool.map(count, [args.body] * 2, [wire] * 2,
+                                           [files[args.n], files[2 * args.n]], [path] * 2)
+                    rows[path][wire] = (long - short) // args.n
+                    print(f"{args.body:8s} {wire:10s} {path:30s} {rows[path][wire]:>8,}",
+                          flush=True)
     wl = list(rows["floor"])
     print(f"\n| {args.body} | " + " | ".join(wl) + " |")
     print("|---|" + "---:|" * len(wl))
