@@ -384,7 +384,8 @@ class Completion:
     ``native`` is set when the turn held content that is not text, reasoning
     or a client tool call (server-tool blocks, types newer than this code):
     ``{"protocol": name, "content": [...]}``, the turn as that protocol sent
-    it, which ``message`` carries back verbatim to the same protocol.
+    it (Gemini's streamed text fragments joined, as they go back), which
+    ``message`` carries back verbatim to the same protocol.
     """
 
     text: str = ""
@@ -496,6 +497,8 @@ class _State:
         self.ttft: Optional[float] = None
         self.retries = 0
         self.t0 = self.t_content = time.monotonic()  # t_content: the last read with content
+        # a parser's content not yet written where the Completion reads it
+        self.flush: Optional[Callable[[], None]] = None
 
     # Parsers make content events here, so everything received is recorded
     # (for the Completion and .partial) the moment it is parsed.
@@ -547,6 +550,8 @@ class _State:
         return c
 
     def completion(self) -> Completion:
+        if self.flush is not None:
+            self.flush()
         return Completion(
             text="".join(self.blocks["text"] + self.text),
             reasoning="".join(self.blocks["reasoning"] + self.reasoning),
@@ -2838,7 +2843,13 @@ class _GeminiParser(_Parser):
         super().__init__(st)
         self.usage: Any = None  # the last usageMetadata seen, and its total
         self.total: Any = -1
-        self.parts: List[Dict[str, Any]] = []  # the turn's parts, as streamed
+        # the turn's parts, for the round trip: a run of text fragments is one
+        # part, whose texts are kept in `run` until flush() joins them (a dict
+        # a fragment held ~300 bytes an event for the whole stream)
+        self.parts: List[Dict[str, Any]] = []
+        self.run: List[str] = []
+        self.held = 0  # fragments in `run` not yet joined into a block of them
+        st.flush = self.flush
 
     def event(self, event: sseclient.Event) -> Sequence[Event]:
         return self.chunk(_json_object(event.data, self.st.provider))
@@ -2866,15 +2877,26 @@ class _GeminiParser(_Parser):
             if cand.get("index", 0) != 0:
                 continue
             for part in (cand.get("content") or {}).get("parts") or ():
-                # every part is kept for the round trip (text fragments are
-                # joined when sent: _joined); a kind that is not text, thought
-                # or functionCall (executableCode, codeExecutionResult, kinds
-                # newer than this code) makes the turn native
-                self.parts.append(part)
-                if len(part) == 1 and "text" in part:  # most parts: a text fragment
-                    if part["text"]:
-                        events.append(st.delta("text", part["text"], obj))
+                # every part is kept for the round trip; a kind that is not
+                # text, thought or functionCall (executableCode,
+                # codeExecutionResult, kinds newer than this code) makes the
+                # turn native
+                text = part.get("text")
+                if len(part) == 1 and isinstance(text, str):  # most parts: a text fragment
+                    if not self.run:
+                        self.parts.append({"text": ""})
+                    self.run.append(text)
+                    self.held += 1
+                    if self.held == _BLOCK:  # a str per fragment costs ~60 bytes
+                        self.run[-_BLOCK:] = ["".join(self.run[-_BLOCK:])]
+                        self.held = 0
+                    if text:
+                        events.append(st.delta("text", text, obj))
                     continue
+                if self.run:
+                    self.flush()
+                    self.run, self.held = [], 0
+                self.parts.append(part)
                 if not ("text" in part or "functionCall" in part
                         or part.keys() <= _GEMINI_OWN):  # one data field per part
                     st.native = self.parts
@@ -2928,6 +2950,12 @@ class _GeminiParser(_Parser):
             if u != st.usage:  # every chunk repeats it; report changes only
                 events.append(st.set_usage(u, obj))
         return events
+
+
+    def flush(self) -> None:
+        """Join the run of text fragments that ends the parts into its part."""
+        if self.run:
+            self.parts[-1]["text"] = "".join(self.run)
 
 
 _GEMINI_TEXT = frozenset({"text", "thought"})

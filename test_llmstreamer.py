@@ -4398,8 +4398,7 @@ GEM_GROUNDED = (
 
 GEMINI_NATIVE_CASES = [
     pytest.param(GEM_CODE_EXECUTION, "Let me compute it.The sum is 5050.",
-                 [{"text": "Let me "}, {"text": "compute it."}, EXEC_CODE, EXEC_RESULT,
-                  {"text": "The sum is "}, {"text": "5050."}], [], id="code_execution"),
+                 GEM_CODE_EXECUTION_PARTS, [], id="code_execution"),
     pytest.param(GEM_GROUNDED, "Sunny, 21 °C.",
                  [{"text": "Sunny"}, {"hologram": {"beams": 2}}, {"text": ", 21 °C."}],
                  [{"groundingMetadata": GROUNDING}], id="grounding_unknown_part"),
@@ -4413,6 +4412,27 @@ def test_gemini_code_execution_grounding_and_unknown_parts_are_kept(server, gemi
     c = gemini.chat("Sum 1..100")
     assert (c.text, c.finish_reason, c.citations) == (text, "stop", citations)
     assert c.native == {"protocol": "gemini", "content": parts}
+
+
+def test_gemini_stream_holds_its_text_not_a_part_per_event():
+    """A long answer keeps its text (for the Completion and .partial), not
+    the dict of every streamed part; the parts that go back are the same."""
+    n = 20_000
+    wire = gem_sse(gem([{"text": "Let me "}]), gem([EXEC_CODE]),
+                   *[gem([{"text": f"w{i} "}]) for i in range(n)], gem([], "STOP"))
+    reads = [wire[i : i + 65536] for i in range(0, len(wire), 65536)]
+    events = ls.Gemini(api_key="k")._events(reads, ls._State("gemini", "m"))
+    tracemalloc.start()
+    try:
+        for i, ev in enumerate(events):
+            if i == n:  # the answer's text so far is ~7 bytes an event
+                held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held < 80 * n, f"{held / n:.0f} bytes an event"  # a part dict each: ~330
+    c = ev.completion
+    assert c.native["content"] == [{"text": "Let me "}, EXEC_CODE,
+                                   {"text": "".join(f"w{i} " for i in range(n))}]
 
 
 @pytest.mark.parametrize("chunks", [p.values[0] for p in GEMINI_NATIVE_CASES])
