@@ -4427,10 +4427,10 @@ def test_gemini_stream_holds_its_text_not_a_part_per_event():
         for i, ev in enumerate(events):
             if i == n:  # the answer's text so far is ~7 bytes an event
                 held = tracemalloc.get_traced_memory()[0]
+            c = ev.completion  # the last one's, "done"
     finally:
         tracemalloc.stop()
     assert held < 80 * n, f"{held / n:.0f} bytes an event"  # a part dict each: ~330
-    c = ev.completion
     assert c.native["content"] == [{"text": "Let me "}, EXEC_CODE,
                                    {"text": "".join(f"w{i} " for i in range(n))}]
 
