@@ -2951,7 +2951,6 @@ class _GeminiParser(_Parser):
                 events.append(st.set_usage(u, obj))
         return events
 
-
     def flush(self) -> None:
         """Join the run of text fragments that ends the parts into its part."""
         if self.run:
