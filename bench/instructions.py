@@ -45,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -200,6 +200,28 @@ def count(stage: str, wire: str, body_file: str, path: str) -> int:
     return int(found.group(1))
 
 
+def body_files(tmp: str, wire: str, n: int, make: Callable[[str, int], bytes]
+               ) -> Dict[int, str]:
+    """Files holding ``make(wire, k)`` for k = n and 2n events, by k."""
+    files = {}
+    for k in (n, 2 * n):
+        files[k] = os.path.join(tmp, f"{wire}-{k}")
+        with open(files[k], "wb") as f:
+            f.write(make(wire, k))
+    return files
+
+
+def per_event(pool: ThreadPoolExecutor, stage: str, wire: str, files: Dict[int, str],
+              path: str) -> int:
+    """Instructions of one event: the run of 2n events minus the run of n, over
+    n (the start, the imports and the body's construction cancel out). The
+    two runs go in parallel: valgrind runs one thread."""
+    n = min(files)
+    short, long = pool.map(count, [stage] * 2, [wire] * 2, [files[n], files[2 * n]],
+                           [path] * 2)
+    return (long - short) // n
+
+
 def main() -> int:
     if sys.argv[1:2] == ["--child"]:
         stage, wire, body_file, path = sys.argv[2:6]
@@ -219,18 +241,12 @@ def main() -> int:
         return main_stream(args)
     [args.path] = args.path
     results: Dict[str, Dict[str, int]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         for wire in args.wires.split(","):
-            files = {}
-            for n in (args.n, 2 * args.n):
-                files[n] = os.path.join(tmp, f"{wire}-{n}")
-                with open(files[n], "wb") as f:
-                    f.write(b"".join(wires.events(wire, n)))
+            files = body_files(tmp, wire, args.n, lambda w, n: b"".join(wires.events(w, n)))
             results[wire] = {}
             for stage in STAGES:
-                short, long = (count(stage, wire, files[n], args.path)
-                               for n in (args.n, 2 * args.n))
-                results[wire][stage] = (long - short) // args.n
+                results[wire][stage] = per_event(pool, stage, wire, files, args.path)
                 print(f"{wire:10s} {stage:14s} {results[wire][stage]:>8,}", flush=True)
     print("\n| stage | " + " | ".join(results) + " |")
     print("|---|" + "---:|" * len(results))
@@ -245,20 +261,14 @@ def main_stream(args: Any) -> int:
     """Instructions per text event of the whole stack, floor and each DIR."""
     paths = ["floor", *args.path]
     rows: Dict[str, Dict[str, int]] = {p: {} for p in paths}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         for wire in args.wires.split(","):
-            files = {}
-            for n in (args.n, 2 * args.n):
-                files[n] = os.path.join(tmp, f"{wire}-{n}")
-                with open(files[n], "wb") as f:
-                    pickle.dump(body_reads(wire, args.body, n), f)
-            with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # valgrind is one thread
-                for path in paths:
-                    short, long = pool.map(count, [args.body] * 2, [wire] * 2,
-                                           [files[args.n], files[2 * args.n]], [path] * 2)
-                    rows[path][wire] = (long - short) // args.n
-                    print(f"{args.body:8s} {wire:10s} {path:30s} {rows[path][wire]:>8,}",
-                          flush=True)
+            files = body_files(tmp, wire, args.n,
+                               lambda w, n: pickle.dumps(body_reads(w, args.body, n)))
+            for path in paths:
+                rows[path][wire] = per_event(pool, args.body, wire, files, path)
+                print(f"{args.body:8s} {wire:10s} {path:30s} {rows[path][wire]:>8,}",
+                      flush=True)
     wl = list(rows["floor"])
     print(f"\n| {args.body} | " + " | ".join(wl) + " |")
     print("|---|" + "---:|" * len(wl))
